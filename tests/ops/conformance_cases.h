@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <map>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,9 @@ struct ConformanceCase {
   std::string dir;
   std::vector<std::string> input_files, output_files;
 };
+
+// gtest prints parameters with this (instead of a byte dump).
+inline void PrintTo(const ConformanceCase& c, std::ostream* os) { *os << c.name; }
 
 std::vector<ConformanceCase> conformance_cases();
 
