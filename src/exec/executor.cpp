@@ -46,7 +46,11 @@ void Executor::compile() {
   for (int s : input_slots_) produced.insert(s);
   for (const auto& init : graph.initializer()) produced.insert(slot_of_[init.name()]);
 
-  std::set<std::string> weight_set, buffer_set;
+  // Weight slots name the tensors a kernel treats as parameters. PyTorch often routes a
+  // parameter through a shape-only op first (PReLU's slope through Unsqueeze, a Linear weight
+  // through Transpose), so weight-ness also flows backwards through such ops to the
+  // initializer they read.
+  std::set<std::string> weight_values, buffer_set;
   for (const auto& node : graph.node()) {
     Step step;
     step.node = &node;
@@ -62,16 +66,15 @@ void Executor::compile() {
                     node.op_type(), ") reads '", name,
                     "', which no earlier node, input or initializer produces");
       step.inputs.push_back(s);
-      auto init = initializer_by_name_.find(name);
-      if (init == initializer_by_name_.end() || !at::isFloatingType(init->second.scalar_type()))
-        continue;
       const auto& w = step.op->weight_inputs;
       const auto& b = step.op->buffer_inputs;
+      auto init = initializer_by_name_.find(name);
+      const bool is_init = init != initializer_by_name_.end();
       if (std::find(b.begin(), b.end(), i) != b.end()) {
         buffer_set.insert(name);
       } else if (std::find(w.begin(), w.end(), i) != w.end() &&
-                 init->second.numel() >= step.op->min_weight_numel) {
-        weight_set.insert(name);
+                 (!is_init || init->second.numel() >= step.op->min_weight_numel)) {
+        weight_values.insert(name);
       }
     }
     for (int i = 0; i < node.output_size(); ++i) {
@@ -86,6 +89,14 @@ void Executor::compile() {
     }
     steps_.push_back(std::move(step));
   }
+  static const std::set<std::string> kShapeOnly = {"Unsqueeze", "Squeeze", "Reshape", "Transpose",
+                                                   "Flatten",   "Identity", "Expand"};
+  for (auto it = steps_.rbegin(); it != steps_.rend(); ++it) {
+    const auto& node = *it->node;
+    if (kShapeOnly.count(node.op_type()) && node.output_size() &&
+        weight_values.count(node.output(0)))
+      weight_values.insert(node.input(0));
+  }
   for (const auto& out : graph.output()) {
     auto it = slot_of_.find(out.name());
     SEGSLIM_CHECK(it != slot_of_.end() && produced.count(it->second), options_.origin,
@@ -93,7 +104,10 @@ void Executor::compile() {
     output_slots_.push_back(it->second);
   }
 
-  for (const auto& name : weight_set) {
+  for (const auto& name : weight_values) {
+    auto init = initializer_by_name_.find(name);
+    if (init == initializer_by_name_.end() || !at::isFloatingType(init->second.scalar_type()))
+      continue;
     if (buffer_set.count(name)) continue;  // a tensor used as BN statistics is never trained
     initializer_by_name_[name].requires_grad_(true);
     weight_names_.push_back(name);
@@ -155,6 +169,7 @@ TensorMap Executor::run(const TensorMap& feeds, const std::vector<std::string>& 
       what = what.substr(0, what.find('\n'));
       ctx.fail(what);
     }
+    if (observer_) observer_(*step.node, in, out);
     for (size_t i = 0; i < step.outputs.size(); ++i) {
       if (step.outputs[i] < 0) continue;
       if (i >= out.size() || !out[i].defined())

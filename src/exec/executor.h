@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 #include <onnx/onnx_pb.h>
 
+#include <functional>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -41,6 +42,10 @@ class Executor {
   // Train mode: BatchNormalization uses batch statistics and updates its running stats,
   // Dropout drops. Eval mode (the default): inference semantics.
   void set_training(bool training) { training_ = training; }
+  // Called after every node with its inputs and outputs (MAC counting, range observers).
+  using NodeObserver = std::function<void(const onnx::NodeProto& node, const ops::Tensors& inputs,
+                                          const ops::Tensors& outputs)>;
+  void set_node_observer(NodeObserver observer) { observer_ = std::move(observer); }
   bool training() const { return training_; }
 
   // Trainable initializers (requires_grad) and updated state (BN running stats), by name.
@@ -76,6 +81,7 @@ class Executor {
   ExecutorOptions options_;
   int64_t opset_ = 0;
   bool training_ = false;
+  NodeObserver observer_;
 
   std::unordered_map<std::string, int> slot_of_;
   std::vector<std::string> slot_names_;

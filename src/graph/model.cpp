@@ -2,15 +2,14 @@
 
 #include <onnx/checker.h>
 #include <onnx/shape_inference/implementation.h>
-#include <unistd.h>
 
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
 
 #include "common/error.h"
+#include "common/files.h"
 
 namespace segslim {
 
@@ -79,26 +78,10 @@ onnx::ModelProto load_model(const std::string& path, const LoadOptions& options)
 }
 
 void save_model(const onnx::ModelProto& model, const std::string& path) {
-  namespace fs = std::filesystem;
   std::string bytes;
   SEGSLIM_CHECK(model.SerializeToString(&bytes), "cannot serialize model for ", path,
                 " (is it larger than 2 GiB?)");
-  fs::path target(path);
-  if (target.has_parent_path()) fs::create_directories(target.parent_path());
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    SEGSLIM_CHECK(out, "cannot write ", tmp);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    SEGSLIM_CHECK(out.good(), "write failed for ", tmp, " (disk full?)");
-  }
-  std::error_code ec;
-  fs::rename(tmp, target, ec);
-  if (ec) {
-    fs::remove(tmp);
-    throw Error(str_cat("cannot rename ", tmp, " to ", path, ": ", ec.message()));
-  }
+  write_file_atomic(path, bytes);
 }
 
 std::vector<const onnx::ValueInfoProto*> real_inputs(const onnx::GraphProto& graph) {

@@ -1,0 +1,32 @@
+#include "common/files.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "common/error.h"
+
+namespace segslim {
+
+void write_file_atomic(const std::string& path, const std::string& content) {
+  namespace fs = std::filesystem;
+  const fs::path target(path);
+  if (target.has_parent_path()) fs::create_directories(target.parent_path());
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    SEGSLIM_CHECK(out, "cannot write ", tmp);
+    out << content;
+    out.flush();
+    SEGSLIM_CHECK(out.good(), "write failed for ", tmp, " (disk full?)");
+  }
+  std::error_code ec;
+  fs::rename(tmp, target, ec);
+  if (ec) {
+    fs::remove(tmp);
+    throw Error(str_cat("cannot rename ", tmp, " to ", path, ": ", ec.message()));
+  }
+}
+
+}  // namespace segslim

@@ -1,0 +1,22 @@
+#pragma once
+// One file per subcommand; each only parses flags and prints: the work lives in src/.
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace segslim::cli {
+
+void add_inspect_command(CLI::App& app);
+void add_eval_command(CLI::App& app);
+void add_predict_command(CLI::App& app);
+
+// --threads: LibTorch defaults to 1 thread on these machines, so always set it explicitly.
+void add_threads_option(CLI::App& cmd, int& threads);
+void apply_threads(int threads);
+
+// "1x3x360x480" -> {1, 3, 360, 480}; throws naming the flag.
+std::vector<int64_t> parse_shape(const std::string& text, const std::string& flag);
+
+}  // namespace segslim::cli
