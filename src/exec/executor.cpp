@@ -34,8 +34,8 @@ void Executor::compile() {
     at::Tensor t = tensor_from_proto(init);
     // Float data goes to the compute device and type; integer data (shapes, axes, indices)
     // stays on the host, where kernels read it.
-    if (at::isFloatingType(t.scalar_type()))
-      t = t.to(options_.device, options_.float_type);
+    t = t.scalar_type() == at::kFloat ? t.to(options_.device, options_.float_type) : t;
+    if (at::isFloatingType(t.scalar_type())) t = t.to(options_.device);
     persistent_[slot(init.name())] = t;
     initializer_by_name_[init.name()] = t;
   }
@@ -133,7 +133,10 @@ TensorMap Executor::run(const TensorMap& feeds, const std::vector<std::string>& 
     SEGSLIM_CHECK(it != feeds.end(), options_.origin, ": input '", name,
                   "' was not fed (inputs: ", join(input_names()), ")");
     at::Tensor t = it->second;
-    if (at::isFloatingType(t.scalar_type())) t = t.to(options_.device, options_.float_type);
+    // float32 follows the executor's float type (double in gradient checks); other float
+    // types (half, double) are kept, as the model declared them.
+    if (t.scalar_type() == at::kFloat) t = t.to(options_.device, options_.float_type);
+    if (at::isFloatingType(t.scalar_type())) t = t.to(options_.device);
     values[s] = t;
   }
   for (const auto& [name, t] : feeds) {

@@ -18,7 +18,7 @@ namespace segslim {
 
 struct ExecutorOptions {
   at::Device device = at::kCPU;
-  // Floating-point initializers are converted to this type (tests use kDouble for
+  // float32 initializers and feeds are converted to this type (tests use kDouble for
   // finite-difference gradient checks).
   at::ScalarType float_type = at::kFloat;
   // Where the model came from, for error messages.

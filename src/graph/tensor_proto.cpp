@@ -1,5 +1,6 @@
 #include "graph/tensor_proto.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/error.h"
@@ -67,14 +68,26 @@ at::Tensor tensor_from_proto(const onnx::TensorProto& proto) {
                 "(onnx.save_model(..., save_as_external_data=False))");
   const at::ScalarType type = scalar_type_from_onnx(proto.data_type(), what);
   std::vector<int64_t> dims(proto.dims().begin(), proto.dims().end());
-  at::Tensor out = at::empty(dims, at::TensorOptions().dtype(type));
-  const size_t nbytes = static_cast<size_t>(out.numel()) * out.element_size();
+  // Validate the element count against the stored data before allocating anything: a
+  // corrupted file must give an error, not a terabyte allocation.
+  int64_t numel = 1;
+  for (int64_t d : dims) {
+    SEGSLIM_CHECK(d >= 0 && (d == 0 || numel <= (int64_t{1} << 40) / d), what,
+                  ": invalid dimensions (corrupted tensor data)");
+    numel *= d;
+  }
+  const size_t nbytes = static_cast<size_t>(numel) * c10::elementSize(type);
   if (proto.has_raw_data()) {
     SEGSLIM_CHECK(proto.raw_data().size() == nbytes, what, ": raw_data holds ",
                   proto.raw_data().size(), " bytes, its shape needs ", nbytes);
+    at::Tensor out = at::empty(dims, at::TensorOptions().dtype(type));
     if (nbytes) std::memcpy(out.data_ptr(), proto.raw_data().data(), nbytes);
     return out;
   }
+  const int64_t stored = std::max({proto.float_data_size(), proto.double_data_size(),
+                                   proto.int64_data_size(), proto.int32_data_size()});
+  SEGSLIM_CHECK(stored == numel, what, ": holds ", stored, " values, its shape needs ", numel);
+  at::Tensor out = at::empty(dims, at::TensorOptions().dtype(type));
   using T = onnx::TensorProto;
   switch (proto.data_type()) {
     case T::FLOAT: copy_typed(proto.float_data(), out); break;

@@ -28,6 +28,9 @@ std::vector<ConformanceCase> conformance_cases();
 // of them is refused with a segslim::Error (never a silently wrong answer).
 const std::map<std::string, std::string>& refused_cases();
 
+// Reads a case's input or output file as the tensor type the graph declares for it.
+at::Tensor read_case_tensor(const std::string& path, const onnx::ValueInfoProto& declared);
+
 // Cases whose outputs are random by definition (training-mode Dropout): forward checks the
 // shape only, gradients are not checked.
 bool is_random_case(const std::string& name);

@@ -16,7 +16,7 @@ TensorMap read_feeds(const ConformanceCase& c, const onnx::ModelProto& model) {
   TensorMap feeds;
   const auto inputs = real_inputs(model.graph());
   for (size_t i = 0; i < c.input_files.size() && i < inputs.size(); ++i)
-    feeds[inputs[i]->name()] = tensor_from_proto(read_tensor_proto(c.input_files[i]));
+    feeds[inputs[i]->name()] = read_case_tensor(c.input_files[i], *inputs[i]);
   return feeds;
 }
 
@@ -41,7 +41,7 @@ TEST_P(Conformance, MatchesReferenceOutputs) {
   const auto names = exec.output_names();
   ASSERT_EQ(names.size(), c.output_files.size());
   for (size_t i = 0; i < names.size(); ++i) {
-    at::Tensor expected = tensor_from_proto(read_tensor_proto(c.output_files[i]));
+    at::Tensor expected = read_case_tensor(c.output_files[i], model.graph().output(static_cast<int>(i)));
     const at::Tensor& actual = out.at(names[i]);
     ASSERT_EQ(actual.scalar_type(), expected.scalar_type()) << "output " << names[i];
     if (is_random_case(c.name)) {

@@ -66,12 +66,14 @@ OneNodeModel one_node_model(const std::string& op_type, const std::vector<std::s
     auto* vi = g->add_input();
     vi->set_name(i);
     vi->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
+    vi->mutable_type()->mutable_tensor_type()->mutable_shape();  // unknown rank
   }
   for (const auto& o : outputs) {
     m.node->add_output(o);
     auto* vi = g->add_output();
     vi->set_name(o);
     vi->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
+    vi->mutable_type()->mutable_tensor_type()->mutable_shape();
   }
   return m;
 }

@@ -1,0 +1,82 @@
+#pragma once
+// Batches a SegDataset with worker threads. Output is deterministic: batches come out in order,
+// the per-epoch shuffle depends only on (seed, epoch), and every sample's augmentation RNG is
+// seeded from (seed, epoch, sample index), so the thread count and scheduling never change what
+// a batch contains.
+#include <ATen/ATen.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "data/dataset.h"
+
+namespace segslim {
+
+struct LoaderOptions {
+  int batch_size = 1;
+  bool shuffle = false;
+  bool drop_last = false;
+  int num_workers = 2;  // 0: load in the calling thread
+  uint64_t seed = 0;
+  int prefetch_batches = 0;  // batches loaded ahead; 0 = 2 * max(num_workers, 1)
+};
+
+struct Batch {
+  at::Tensor images;  // float32 [N, 3, H, W]
+  at::Tensor labels;  // int64 [N, H, W]
+  std::vector<std::string> image_paths;
+  std::vector<size_t> indices;  // dataset indices of the samples
+};
+
+class DataLoader {
+ public:
+  // The dataset must outlive the loader. Starts at epoch 0.
+  DataLoader(const SegDataset& dataset, LoaderOptions options);
+  ~DataLoader();
+  DataLoader(const DataLoader&) = delete;
+  DataLoader& operator=(const DataLoader&) = delete;
+
+  // Restarts iteration for `epoch` (new shuffle order and augmentation seeds).
+  void set_epoch(int epoch);
+  int epoch() const { return epoch_; }
+  size_t num_batches() const;
+
+  // The next batch of the epoch, or nullopt at its end. A worker's exception (bad file, mixed
+  // image sizes) is rethrown here, in the caller's thread, when its batch is reached.
+  std::optional<Batch> next();
+
+  // The dataset order of `epoch` (identity without shuffle).
+  std::vector<size_t> epoch_order(int epoch) const;
+  // Seed of the augmentation RNG of dataset sample `index` in `epoch`.
+  uint64_t sample_seed(int epoch, size_t index) const;
+
+ private:
+  Batch load_batch(size_t batch) const;
+  void start_workers();
+  void stop_workers();
+  void worker_loop();
+
+  const SegDataset& dataset_;
+  LoaderOptions options_;
+  int epoch_ = 0;
+  std::vector<size_t> order_;
+  size_t next_batch_ = 0;  // next batch next() returns
+
+  // Worker state (guarded by mutex_).
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<std::thread> workers_;
+  bool stop_ = false;
+  size_t next_to_claim_ = 0;
+  std::map<size_t, Batch> ready_;
+  std::map<size_t, std::exception_ptr> errors_;
+};
+
+}  // namespace segslim

@@ -1,0 +1,15 @@
+#pragma once
+// Runs the segslim binary as a user would and captures its exit code and output.
+#include <string>
+
+namespace segslim::testing {
+
+struct CliResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+// `args` is appended to the binary's path as a shell command line.
+CliResult run_cli(const std::string& args);
+
+}  // namespace segslim::testing

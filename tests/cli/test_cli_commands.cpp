@@ -1,0 +1,139 @@
+// The commands end to end on the bundled sample, against independent references: PyTorch's
+// class maps for the sample images (sample/camvid_ref, from ../shared/models/espnet_camvid_ref)
+// and hand-computed MAC counts.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+#include "cli/cli_runner.h"
+#include "metrics/confusion_matrix.h"
+#include "support/test_support.h"
+
+namespace segslim::testing {
+namespace {
+
+namespace fs = std::filesystem;
+const std::string kModel = source_dir() + "/sample/models/espnet_camvid.onnx";
+const std::string kData = source_dir() + "/configs/sample_camvid.yml";
+const char* kSampleImages[] = {"0016E5_07959", "0016E5_07999", "0016E5_08039", "0016E5_08079"};
+
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in);
+}
+
+at::Tensor read_ids(const std::string& path) {
+  cv::Mat m = cv::imread(path, cv::IMREAD_UNCHANGED);
+  if (m.empty() || m.channels() != 1) throw std::runtime_error("cannot read id map " + path);
+  return at::from_blob(m.data, {m.rows, m.cols}, at::kByte).to(at::kLong).clone();
+}
+
+TEST(Inspect, ReportsHandCountedMacsAndDistillationNodes) {
+  const std::string tiny = source_dir() + "/tests/exec/fixtures/tiny_segnet/model.onnx";
+  const std::string json = temp_dir() + "/inspect.json";
+  const auto r = run_cli("inspect " + tiny + " --shape 1x3x36x52 --json " + json);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = read_json(json);
+  // Per layer: output elements x (C_in / groups) x kernel area (ConvTranspose: input elements
+  // x C_out/groups x kernel area):
+  //   stem 12*18*26*27 + dw 12*18*26*9 + pw 20*18*26*12 + down 20*9*13*45
+  //   + up (20*9*13)*(12*4) + head 5*18*26*24 = 588276
+  EXPECT_EQ(j["macs"].get<int64_t>(), 588276);
+  EXPECT_EQ(j["quantizable"].size(), 6u);
+  EXPECT_EQ(j["op_histogram"]["Conv"].get<int>(), 5);
+  // PyTorch's parameter count: 324+12+12+12+108+12+12+240+20+900+20+960+12+1+120+5 = 2770
+  // plus the BN running statistics (4 x 12) the ONNX file stores as initializers.
+  EXPECT_EQ(j["num_parameters"].get<int64_t>(), 2770 + 48);
+  ASSERT_EQ(j["distill_candidates"].size(), 2u);
+  EXPECT_EQ(j["distill_candidates"][0]["tensor"], "logits");
+  EXPECT_NE(r.output.find("output of the last Conv"), std::string::npos) << r.output;
+}
+
+TEST(Predict, RawMapMatchesPyTorchOnTheSampleImages) {
+  for (const char* name : kSampleImages) {
+    const std::string out = temp_dir() + "/" + name;
+    const auto r = run_cli("predict --model " + kModel + " --data " + kData + " --image " +
+                           source_dir() + "/sample/camvid/val/" + name + ".png --out " + out +
+                           "_color.png --overlay --raw " + out + "_ids.png --threads 2");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    at::Tensor ours = read_ids(out + "_ids.png");
+    at::Tensor ref = read_ids(source_dir() + "/sample/camvid_ref/" + name + ".png");
+    const double agree = ours.eq(ref).to(at::kDouble).mean().item<double>();
+    EXPECT_GE(agree, 0.999) << name;
+    cv::Mat color = cv::imread(out + "_color.png", cv::IMREAD_COLOR);
+    EXPECT_EQ(color.cols, 480);
+    EXPECT_EQ(color.rows, 360);
+  }
+}
+
+TEST(Eval, SampleMetricsEqualThoseOfPyTorchsPredictions) {
+  const std::string json = temp_dir() + "/eval_sample.json";
+  const auto r = run_cli("eval --model " + kModel + " --data " + kData + " --batch 2 --threads 2 --json " + json);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = read_json(json);
+  // The same metrics from PyTorch's class maps and the ground truth.
+  ConfusionMatrix cm(11, 11);
+  for (const char* name : kSampleImages)
+    cm.update(read_ids(source_dir() + "/sample/camvid_ref/" + name + ".png"),
+              read_ids(source_dir() + "/sample/camvid/valannot/" + name + ".png"));
+  const SegMetrics ref = cm.compute();
+  EXPECT_EQ(j["num_images"].get<int>(), 4);
+  EXPECT_NEAR(j["miou"].get<double>(), ref.miou, 5e-4);
+  EXPECT_NEAR(j["acc"].get<double>(), ref.acc, 5e-4);
+  EXPECT_NEAR(j["kappa"].get<double>(), ref.kappa, 5e-4);
+  ASSERT_EQ(j["class_iou"].size(), 11u);
+  for (int c = 0; c < 11; ++c)
+    EXPECT_NEAR(j["class_iou"][c].get<double>(), ref.class_iou[c], 2e-3) << "class " << c;
+  for (const char* key : {"macc", "dice", "images_per_s"}) EXPECT_TRUE(j.contains(key)) << key;
+}
+
+// Acceptance on the full CamVid val split (needs ../shared): every metric within 0.05 points
+// of the PyTorch reference in espnet_camvid.json.
+TEST(Eval, FullCamvidValMatchesPyTorchReference) {
+  const std::string shared = shared_dir();
+  if (shared.empty()) GTEST_SKIP() << "../shared not present";
+  const std::string json = temp_dir() + "/eval_full.json";
+  const auto r = run_cli("eval --model " + shared + "/models/espnet_camvid.onnx --data " +
+                         source_dir() + "/configs/camvid_espnet.yml --data-root " + shared +
+                         "/data/camvid --batch 4 --threads 2 --json " + json);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = read_json(json);
+  const auto ref = read_json(shared + "/models/espnet_camvid.json")["metrics_pytorch"]["val"];
+  EXPECT_EQ(j["num_images"].get<int>(), ref["images"].get<int>());
+  const double tol = 0.0005;  // 0.05 points
+  EXPECT_NEAR(j["miou"].get<double>(), ref["mIoU"].get<double>(), tol);
+  EXPECT_NEAR(j["acc"].get<double>(), ref["pixel_acc"].get<double>(), tol);
+  EXPECT_NEAR(j["macc"].get<double>(), ref["mean_class_acc"].get<double>(), tol);
+  const auto names = j["class_names"];
+  for (size_t c = 0; c < names.size(); ++c)
+    EXPECT_NEAR(j["class_iou"][c].get<double>(),
+                ref["per_class_iou"][names[c].get<std::string>()].get<double>(), tol)
+        << names[c];
+}
+
+// Acceptance: predict --raw on the 5 reference images matches PyTorch on >= 99.9 % of pixels.
+TEST(Predict, AllReferenceMapsMatch) {
+  const std::string shared = shared_dir();
+  if (shared.empty()) GTEST_SKIP() << "../shared not present";
+  int checked = 0;
+  for (const auto& entry : fs::directory_iterator(shared + "/models/espnet_camvid_ref")) {
+    const std::string name = entry.path().filename().string();
+    const std::string out = temp_dir() + "/ref_" + name;
+    const auto r = run_cli("predict --model " + shared + "/models/espnet_camvid.onnx --data " +
+                           source_dir() + "/configs/camvid_espnet.yml --image " + shared +
+                           "/data/camvid/val/" + name + " --out " + out + ".color.png --raw " +
+                           out + " --threads 2");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const double agree = read_ids(out).eq(read_ids(entry.path().string())).to(at::kDouble)
+                             .mean().item<double>();
+    EXPECT_GE(agree, 0.999) << name;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 5);
+}
+
+}  // namespace
+}  // namespace segslim::testing

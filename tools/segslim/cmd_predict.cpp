@@ -1,0 +1,81 @@
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include <iostream>
+
+#include "commands.h"
+#include "common/error.h"
+#include "common/files.h"
+#include "data/dataset_config.h"
+#include "data/inference_image.h"
+#include "exec/executor.h"
+#include "graph/model.h"
+#include "metrics/evaluate.h"
+#include "viz/palette.h"
+
+namespace segslim::cli {
+
+namespace {
+
+struct PredictArgs {
+  std::string model, data, image, out, raw;
+  bool overlay = false;
+  int threads = 1;
+};
+
+// cv::imwrite into a temporary name, then rename: never a half-written picture.
+void write_png(const std::string& path, const cv::Mat& picture) {
+  std::vector<uchar> bytes;
+  SEGSLIM_CHECK(cv::imencode(".png", picture, bytes), "cannot encode PNG for ", path);
+  write_file_atomic(path, std::string(bytes.begin(), bytes.end()));
+}
+
+void run_predict(const PredictArgs& args) {
+  DataConfig config = load_data_config(args.data);
+  const DatasetSpec& spec = eval_dataset(config);
+  InferenceImage image = load_inference_image(spec, args.image);
+  onnx::ModelProto model = load_model(args.model);
+  apply_threads(args.threads);
+  Executor exec(std::move(model), ExecutorOptions{at::kCPU, at::kFloat, args.model});
+  at::InferenceMode guard;
+  at::Tensor out = exec.forward(image.input);
+  // class ids at the original image's resolution
+  at::Tensor ids =
+      class_map(out, {image.original_bgr.rows, image.original_bgr.cols})[0].to(at::kLong);
+
+  const int64_t max_id = ids.max().item<int64_t>();
+  const auto palette = spec.palette.empty()
+                           ? default_palette(std::max<int>(256, static_cast<int>(max_id) + 1))
+                           : std::vector<Rgb>(spec.palette.begin(), spec.palette.end());
+  cv::Mat color = colorize(ids, palette);
+  if (args.overlay) color = overlay(image.original_bgr, color, 0.5);
+  write_png(args.out, color);
+  std::cout << "wrote " << args.out << "\n";
+  if (!args.raw.empty()) {
+    SEGSLIM_CHECK(max_id < 256 && ids.min().item<int64_t>() >= 0,
+                  "class ids reach ", max_id, ": --raw writes 8-bit maps (ids 0..255)");
+    at::Tensor u8 = ids.to(at::kByte).contiguous();
+    cv::Mat raw(static_cast<int>(u8.size(0)), static_cast<int>(u8.size(1)), CV_8UC1,
+                u8.data_ptr<uint8_t>());
+    write_png(args.raw, raw);
+    std::cout << "wrote " << args.raw << "\n";
+  }
+}
+
+}  // namespace
+
+void add_predict_command(CLI::App& app) {
+  auto args = std::make_shared<PredictArgs>();
+  auto* cmd = app.add_subcommand("predict", "segment one image: pseudo-colour PNG (and the raw "
+                                            "class-id map)");
+  cmd->add_option("--model", args->model, "ONNX model")->required();
+  cmd->add_option("--data", args->data, "dataset YAML (preprocessing, palette)")->required();
+  cmd->add_option("--image", args->image, "input image")->required();
+  cmd->add_option("--out", args->out, "pseudo-colour PNG to write")->required();
+  cmd->add_flag("--overlay", args->overlay, "blend the colours over the image");
+  cmd->add_option("--raw", args->raw, "also write the 8-bit class-id map");
+  add_threads_option(*cmd, args->threads);
+  cmd->callback([args] { run_predict(*args); });
+}
+
+}  // namespace segslim::cli
