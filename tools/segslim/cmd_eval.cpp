@@ -2,19 +2,21 @@
 #include <nlohmann/json.hpp>
 
 #include <iostream>
+#include <opencv2/imgcodecs.hpp>
 
 #include "commands.h"
 #include "common/files.h"
 #include "data/dataset_config.h"
 #include "graph/model.h"
 #include "metrics/evaluate.h"
+#include "viz/iou_chart.h"
 
 namespace segslim::cli {
 
 namespace {
 
 struct EvalArgs {
-  std::string model, data, data_root, list, json;
+  std::string model, data, data_root, list, json, plot;
   int batch = 0, threads = 1, workers = 2;
 };
 
@@ -47,6 +49,21 @@ void run_eval(const EvalArgs& args) {
   options.num_workers = args.workers;
   EvalResult r = evaluate(exec, dataset, options);
   print_report(r, spec);
+  if (!args.plot.empty()) {
+    std::vector<std::string> names;
+    for (size_t c = 0; c < r.metrics.class_iou.size(); ++c)
+      names.push_back(c < spec.class_names.size() ? spec.class_names[c] : std::to_string(c));
+    const auto colors = spec.palette.empty()
+                            ? default_palette(static_cast<int>(names.size()))
+                            : std::vector<Rgb>(spec.palette.begin(), spec.palette.end());
+    cv::Mat chart = iou_bar_chart(
+        names, r.metrics.class_iou, colors,
+        fmt::format("per-class IoU, mIoU {:.4f} ({} images)", r.metrics.miou, r.num_images));
+    std::vector<uchar> png;
+    cv::imencode(".png", chart, png);
+    write_file_atomic(args.plot, std::string(png.begin(), png.end()));
+    std::cout << "wrote " << args.plot << "\n";
+  }
   if (!args.json.empty()) {
     nlohmann::json j = {{"model", args.model},
                         {"data", args.data},
@@ -85,6 +102,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--workers", args->workers, "image loading threads")->check(CLI::NonNegativeNumber);
   add_threads_option(*cmd, args->threads);
   cmd->add_option("--json", args->json, "write the metrics as JSON");
+  cmd->add_option("--plot", args->plot, "write the per-class IoU as a bar chart PNG");
   cmd->callback([args] { run_eval(*args); });
 }
 
