@@ -118,6 +118,22 @@ SegDataset::SegDataset(DatasetSpec spec) : spec_(std::move(spec)) {
                 "'", where_from(spec_), ".");
 }
 
+cv::Mat read_image(const std::string& path, bool to_rgb, const std::string& context) {
+  cv::Mat image = cv::imread(path, cv::IMREAD_COLOR);  // BGR, as PaddleSeg's cv2.imread
+  SEGSLIM_CHECK(!image.empty(), "cannot read image '", path, "' (", context,
+                "): missing, or not an image format OpenCV decodes.");
+  if (to_rgb) cv::cvtColor(image, image, cv::COLOR_BGR2RGB);
+  return image;
+}
+
+at::Tensor image_to_chw_tensor(const cv::Mat& image) {
+  SEGSLIM_CHECK(image.type() == CV_32FC3, "expected an HxWx3 float32 image");
+  cv::Mat img = image.isContinuous() ? image : image.clone();
+  return at::from_blob(img.data, {img.rows, img.cols, 3}, at::kFloat)
+      .permute({2, 0, 1})
+      .clone(at::MemoryFormat::Contiguous);  // always copies out of the cv::Mat
+}
+
 Sample SegDataset::load(size_t index, std::mt19937& rng) const {
   SEGSLIM_CHECK(index < images_.size(), "sample index ", index, " out of range (dataset has ",
                 images_.size(), ").");
@@ -125,9 +141,7 @@ Sample SegDataset::load(size_t index, std::mt19937& rng) const {
   const std::string& label_path = labels_[index];
   const std::string& at = origins_[index];
 
-  cv::Mat image = cv::imread(image_path, cv::IMREAD_COLOR);  // BGR, as PaddleSeg's cv2.imread
-  SEGSLIM_CHECK(!image.empty(), "cannot decode image '", image_path, "' (", at, ").");
-  if (spec_.to_rgb) cv::cvtColor(image, image, cv::COLOR_BGR2RGB);
+  cv::Mat image = read_image(image_path, spec_.to_rgb, at);
 
   cv::Mat raw = cv::imread(label_path, cv::IMREAD_UNCHANGED);
   SEGSLIM_CHECK(!raw.empty(), "cannot decode label '", label_path, "' (", at, ").");
@@ -172,10 +186,7 @@ Sample SegDataset::load(size_t index, std::mt19937& rng) const {
   }
 
   Sample s;
-  cv::Mat img = image.isContinuous() ? image : image.clone();
-  s.image = at::from_blob(img.data, {img.rows, img.cols, 3}, at::kFloat)
-                .permute({2, 0, 1})
-                .clone(at::MemoryFormat::Contiguous);  // always copies out of the cv::Mat
+  s.image = image_to_chw_tensor(image);
   cv::Mat lab = label.isContinuous() ? label : label.clone();
   s.label = at::from_blob(lab.data, {lab.rows, lab.cols}, at::kInt).to(at::kLong);
   s.image_path = image_path;

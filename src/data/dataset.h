@@ -3,6 +3,7 @@
 // Cityscapes / ADE20K layout), loaded and transformed like PaddleSeg's Dataset.__getitem__.
 #include <ATen/ATen.h>
 
+#include <opencv2/core.hpp>
 #include <random>
 #include <string>
 #include <vector>
@@ -17,6 +18,13 @@ struct Sample {
   std::string image_path;
   std::string label_path;
 };
+
+// Reads an image as PaddleSeg does: 8-bit BGR from OpenCV, converted to RGB unless the dataset
+// keeps BGR (`to_rgb: false`). `context` (e.g. "val.txt line 3") goes into the error message.
+cv::Mat read_image(const std::string& path, bool to_rgb, const std::string& context);
+
+// An HxWx3 float32 image -> a contiguous float32 [3, H, W] tensor that owns its memory.
+at::Tensor image_to_chw_tensor(const cv::Mat& image);
 
 class SegDataset {
  public:

@@ -35,7 +35,12 @@ EvalResult evaluate(Executor& model, const SegDataset& dataset, const EvalOption
   lo.num_workers = options.num_workers;
   DataLoader loader(dataset, lo);
   ConfusionMatrix cm(spec.num_classes, spec.ignore_index);
-  const bool was_training = model.training();
+  // Evaluation runs in inference mode; the caller's mode comes back even if a batch throws.
+  struct ModeGuard {
+    Executor& model;
+    bool was_training;
+    ~ModeGuard() { model.set_training(was_training); }
+  } mode_guard{model, model.training()};
   model.set_training(false);
   Progress progress("eval", static_cast<int64_t>(dataset.size()));
   EvalResult result;
@@ -47,7 +52,6 @@ EvalResult evaluate(Executor& model, const SegDataset& dataset, const EvalOption
     result.num_images += batch->images.size(0);
     if (options.show_progress) progress.advance(batch->images.size(0));
   }
-  model.set_training(was_training);
   result.seconds = progress.elapsed_seconds();
   result.images_per_s = result.seconds > 0 ? result.num_images / result.seconds : 0;
   result.metrics = cm.compute();

@@ -28,6 +28,8 @@ struct Geometry {
 // pads so that out = ceil(in / stride); the odd pixel goes to the end for SAME_UPPER and to
 // the beginning for SAME_LOWER.
 Geometry conv_geometry(const NodeContext& ctx, const at::Tensor& x, const at::Tensor& w) {
+  if (x.dim() < 3 || w.dim() < 3)
+    ctx.fail(str_cat("X ", x.sizes(), " and W ", w.sizes(), " must both be [N, C, spatial...]"));
   const size_t n = static_cast<size_t>(x.dim() - 2);
   Geometry g;
   g.kernel =
@@ -107,6 +109,8 @@ Tensors conv_transpose(const NodeContext& ctx, const Tensors& in) {
   const at::Tensor& x = in[0];
   const at::Tensor& w = in[1];
   const at::Tensor b = has_input(in, 2) ? in[2] : at::Tensor();
+  if (x.dim() < 3 || w.dim() < 3)
+    ctx.fail(str_cat("X ", x.sizes(), " and W ", w.sizes(), " must both be [N, C, spatial...]"));
   const size_t n = static_cast<size_t>(x.dim() - 2);
   const int64_t groups = ctx.attr_int("group", 1);
   auto kernel =
@@ -148,9 +152,9 @@ Tensors conv_transpose(const NodeContext& ctx, const Tensors& in) {
       if (total < 0) {
         end[i] = total;  // grows the output at the end
       } else {
-        // SAME_LOWER puts the odd pad first; SAME_UPPER and an explicit output_shape put it
-        // last (as the ONNX reference outputs do).
-        begin[i] = auto_pad == "SAME_LOWER" ? total - total / 2 : total / 2;
+        // The ONNX spec: SAME_UPPER puts the odd pad last; NOTSET (an explicit output_shape)
+        // and SAME_LOWER put it first.
+        begin[i] = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
         end[i] = total - begin[i];
       }
     }

@@ -68,6 +68,9 @@ PoolGeometry pool_geometry(const NodeContext& ctx, const at::Tensor& x, bool has
         ctx.fail(str_cat("kernel extent ", k_eff, " exceeds the padded input length ",
                          in + g.pad_begin[i] + g.pad_end[i], " on spatial axis ", i));
       g.out[i] = (g.ceil_mode ? (span + s - 1) / s : span / s) + 1;
+      // A ceil-mode window that would start inside the end padding sees no input at all:
+      // PyTorch and ONNX Runtime drop it, and so do we.
+      if (g.ceil_mode && (g.out[i] - 1) * s >= in + g.pad_begin[i]) --g.out[i];
     }
     const int64_t needed = (g.out[i] - 1) * s + k_eff;
     g.overhang[i] = std::max<int64_t>(0, needed - (in + g.pad_begin[i] + g.pad_end[i]));

@@ -61,7 +61,7 @@ Tensors softmax(const NodeContext& ctx, const Tensors& in) {
   // Softmax-1/11: the input is coerced to 2-D [prod(dims[:axis]), prod(dims[axis:])] and the
   // softmax runs over each row, i.e. jointly over all axes from `axis` on.
   int64_t axis = ctx.attr_int("axis", 1);
-  if (axis < -x.dim() || axis > x.dim())
+  if (axis < -x.dim() || axis >= x.dim())
     ctx.fail(str_cat("axis ", axis, " is out of range for a rank-", x.dim(), " tensor"));
   if (axis < 0) axis += x.dim();
   int64_t rows = 1;

@@ -105,7 +105,12 @@ bool bilinear_native_ok(const ResizeMode& m, const std::vector<AxisSpec>& axes) 
   return true;
 }
 
-at::Tensor resize(const at::Tensor& x, const ResizeMode& m, const std::vector<AxisSpec>& axes) {
+at::Tensor resize(const NodeContext& ctx, const at::Tensor& x, const ResizeMode& m,
+                  const std::vector<AxisSpec>& axes) {
+  // Interpolation weights are fractions: an integer tensor would truncate them to 0 or 1.
+  if (m.linear && !at::isFloatingType(x.scalar_type()))
+    ctx.fail(str_cat("linear interpolation of a ", c10::toString(x.scalar_type()),
+                     " tensor is not supported (valid: floating-point inputs, or mode nearest)"));
   if (bilinear_native_ok(m, axes)) {
     const bool align = m.coord == "align_corners";
     return at::upsample_bilinear2d(x, {axes[2].out, axes[3].out}, align,
@@ -166,7 +171,7 @@ Tensors resize_op(const NodeContext& ctx, const Tensors& in) {
     m.coord = "asymmetric";
     m.nearest = "floor";
     if (!has_input(in, 1)) ctx.fail("input scales is required");
-    return {resize(x, m, axes_from_scales(ctx, x, to_double_vector(in[1])))};
+    return {resize(ctx, x, m, axes_from_scales(ctx, x, to_double_vector(in[1])))};
   }
   m.coord = checked(
       ctx, "coordinate_transformation_mode",
@@ -183,9 +188,9 @@ Tensors resize_op(const NodeContext& ctx, const Tensors& in) {
   checked(ctx, "keep_aspect_ratio_policy", ctx.attr_string("keep_aspect_ratio_policy", "stretch"),
           {"stretch"});
   if (has_input(in, 3) && in[3].numel() > 0)
-    return {resize(x, m, axes_from_sizes(ctx, x, to_int_vector(in[3])))};
+    return {resize(ctx, x, m, axes_from_sizes(ctx, x, to_int_vector(in[3])))};
   if (has_input(in, 2) && in[2].numel() > 0)
-    return {resize(x, m, axes_from_scales(ctx, x, to_double_vector(in[2])))};
+    return {resize(ctx, x, m, axes_from_scales(ctx, x, to_double_vector(in[2])))};
   ctx.fail("one of the inputs scales and sizes must be given");
 }
 
@@ -206,7 +211,7 @@ Tensors upsample_op(const NodeContext& ctx, const Tensors& in) {
     if (!ctx.has_attr("scales")) ctx.fail("the scales input (or attribute) is required");
     for (float s : ctx.attr_floats("scales")) scales.push_back(s);
   }
-  return {resize(x, m, axes_from_scales(ctx, x, scales))};
+  return {resize(ctx, x, m, axes_from_scales(ctx, x, scales))};
 }
 
 }  // namespace

@@ -81,6 +81,7 @@ at::Tensor slice_axis(const at::Tensor& x, int64_t axis, int64_t start, int64_t 
     end = std::clamp<int64_t>(end, 0, dim);
     return x.slice(axis, start, std::max(start, end), step);
   }
+  if (dim == 0) return x.slice(axis, 0, 0);  // nothing to step backwards through
   start = std::clamp<int64_t>(start, 0, dim - 1);
   end = std::clamp<int64_t>(end, -1, dim - 1);
   const int64_t s = -step;

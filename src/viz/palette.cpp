@@ -1,8 +1,10 @@
 #include "viz/palette.h"
 
+#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "common/error.h"
+#include "common/files.h"
 
 namespace segslim {
 
@@ -34,6 +36,12 @@ cv::Mat colorize(const at::Tensor& ids, const std::vector<Rgb>& palette) {
     }
   }
   return out;
+}
+
+void write_png(const std::string& path, const cv::Mat& picture) {
+  std::vector<uchar> bytes;
+  SEGSLIM_CHECK(cv::imencode(".png", picture, bytes), "cannot encode a PNG for ", path);
+  write_file_atomic(path, std::string(bytes.begin(), bytes.end()));
 }
 
 cv::Mat overlay(const cv::Mat& image_bgr, const cv::Mat& color_bgr, double alpha) {

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdint>
+#include <string>
 #include <opencv2/core.hpp>
 #include <vector>
 
@@ -18,6 +19,9 @@ std::vector<Rgb> default_palette(int num_colors);
 // ids: integer [H, W] (any device). Ids outside the palette are drawn black. Returns BGR
 // 8-bit (OpenCV's order) ready for cv::imwrite.
 cv::Mat colorize(const at::Tensor& ids, const std::vector<Rgb>& palette);
+
+// Encodes `picture` as PNG and writes it atomically (temporary name, then rename).
+void write_png(const std::string& path, const cv::Mat& picture);
 
 // alpha * colour + (1 - alpha) * image; both BGR 8-bit of the same size.
 cv::Mat overlay(const cv::Mat& image_bgr, const cv::Mat& color_bgr, double alpha = 0.5);

@@ -49,12 +49,6 @@ const std::map<std::string, std::string>& refused_cases() {
           "test_resize_upsample_scales_cubic_align_corners", "test_resize_upsample_scales_cubic_asymmetric",
           "test_resize_upsample_sizes_cubic"})
       r[c] = "Resize mode cubic";
-    for (const char* c : {"test_hardsigmoid", "test_hardsigmoid_default", "test_hardsigmoid_example",
-                          "test_not_2d", "test_not_3d", "test_not_4d", "test_globalaveragepool",
-                          "test_globalaveragepool_precomputed", "test_globalmaxpool",
-                          "test_globalmaxpool_precomputed", "test_instancenorm_epsilon",
-                          "test_instancenorm_example"})
-      r[c] = "opset below 7 (the executor implements opsets 7-17)";
     r["test_resize_tf_crop_and_resize"] = "Resize tf_crop_and_resize";
     r["test_maxpool_with_argmax_2d_precomputed_pads"] = "MaxPool Indices output";
     r["test_maxpool_with_argmax_2d_precomputed_strides"] = "MaxPool Indices output";

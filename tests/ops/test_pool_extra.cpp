@@ -23,6 +23,7 @@ at::Tensor naive_pool2d(const at::Tensor& x, const PoolParams& p, bool max) {
     const int64_t span =
         in[d] + p.pads[d] + p.pads[d + 2] - ((p.kernel[d] - 1) * p.dilations[d] + 1);
     out[d] = (p.ceil ? (span + p.strides[d] - 1) / p.strides[d] : span / p.strides[d]) + 1;
+    if (p.ceil && (out[d] - 1) * p.strides[d] >= in[d] + p.pads[d]) --out[d];
   }
   at::Tensor y = at::zeros({N, C, out[0], out[1]}, at::kDouble);
   auto xa = x.accessor<double, 4>();
@@ -121,6 +122,11 @@ TEST(PoolExtra, MaxDilatedWindowInPaddingOnly) {
   const at::Tensor y = exec.run({{"X", x}}).at("Y");
   ASSERT_EQ(y.sizes(), (std::vector<int64_t>{1, 2, 1, 1}));
   EXPECT_TRUE(at::isinf(y).all().item<bool>());
+  // The window holds no input element, so no gradient may reach X (and nothing may be
+  // scattered out of bounds on the way).
+  y.masked_fill(at::isinf(y), 0.0).sum().backward();
+  ASSERT_TRUE(x.grad().defined());
+  EXPECT_EQ(x.grad().abs().sum().item<double>(), 0.0);
 }
 
 TEST(PoolExtra, MaxPoolIndicesOutputIsRefused) {

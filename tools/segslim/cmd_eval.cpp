@@ -2,7 +2,6 @@
 #include <nlohmann/json.hpp>
 
 #include <iostream>
-#include <opencv2/imgcodecs.hpp>
 
 #include "commands.h"
 #include "common/files.h"
@@ -59,9 +58,7 @@ void run_eval(const EvalArgs& args) {
     cv::Mat chart = iou_bar_chart(
         names, r.metrics.class_iou, colors,
         fmt::format("per-class IoU, mIoU {:.4f} ({} images)", r.metrics.miou, r.num_images));
-    std::vector<uchar> png;
-    cv::imencode(".png", chart, png);
-    write_file_atomic(args.plot, std::string(png.begin(), png.end()));
+    write_png(args.plot, chart);
     std::cout << "wrote " << args.plot << "\n";
   }
   if (!args.json.empty()) {

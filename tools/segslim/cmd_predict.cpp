@@ -5,7 +5,6 @@
 
 #include "commands.h"
 #include "common/error.h"
-#include "common/files.h"
 #include "data/dataset_config.h"
 #include "data/inference_image.h"
 #include "exec/executor.h"
@@ -23,13 +22,6 @@ struct PredictArgs {
   int threads = 1;
 };
 
-// cv::imwrite into a temporary name, then rename: never a half-written picture.
-void write_png(const std::string& path, const cv::Mat& picture) {
-  std::vector<uchar> bytes;
-  SEGSLIM_CHECK(cv::imencode(".png", picture, bytes), "cannot encode PNG for ", path);
-  write_file_atomic(path, std::string(bytes.begin(), bytes.end()));
-}
-
 void run_predict(const PredictArgs& args) {
   DataConfig config = load_data_config(args.data);
   const DatasetSpec& spec = eval_dataset(config);
@@ -44,6 +36,9 @@ void run_predict(const PredictArgs& args) {
       class_map(out, {image.original_bgr.rows, image.original_bgr.cols})[0].to(at::kLong);
 
   const int64_t max_id = ids.max().item<int64_t>();
+  // Checked before anything is written: an error leaves no partial result behind.
+  SEGSLIM_CHECK(args.raw.empty() || (max_id < 256 && ids.min().item<int64_t>() >= 0),
+                "class ids reach ", max_id, ": --raw writes 8-bit maps (ids 0..255)");
   const auto palette = spec.palette.empty()
                            ? default_palette(std::max<int>(256, static_cast<int>(max_id) + 1))
                            : std::vector<Rgb>(spec.palette.begin(), spec.palette.end());
@@ -52,8 +47,6 @@ void run_predict(const PredictArgs& args) {
   write_png(args.out, color);
   std::cout << "wrote " << args.out << "\n";
   if (!args.raw.empty()) {
-    SEGSLIM_CHECK(max_id < 256 && ids.min().item<int64_t>() >= 0,
-                  "class ids reach ", max_id, ": --raw writes 8-bit maps (ids 0..255)");
     at::Tensor u8 = ids.to(at::kByte).contiguous();
     cv::Mat raw(static_cast<int>(u8.size(0)), static_cast<int>(u8.size(1)), CV_8UC1,
                 u8.data_ptr<uint8_t>());
