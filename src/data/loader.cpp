@@ -56,12 +56,12 @@ uint64_t DataLoader::sample_seed(int epoch, size_t index) const {
                     static_cast<uint64_t>(index));
 }
 
-void DataLoader::set_epoch(int epoch) {
+void DataLoader::set_epoch(int epoch, size_t first_batch) {
   stop_workers();
   epoch_ = epoch;
   order_ = epoch_order(epoch);
-  next_batch_ = 0;
-  next_to_claim_ = 0;
+  next_batch_ = first_batch;
+  next_to_claim_ = first_batch;
   ready_.clear();
   errors_.clear();
 }

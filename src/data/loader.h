@@ -44,7 +44,9 @@ class DataLoader {
   DataLoader& operator=(const DataLoader&) = delete;
 
   // Restarts iteration for `epoch` (new shuffle order and augmentation seeds).
-  void set_epoch(int epoch);
+  // Starts epoch `epoch` (its own shuffle) at batch `first_batch`: a resumed run skips the
+  // batches it already trained on without loading them.
+  void set_epoch(int epoch, size_t first_batch = 0);
   int epoch() const { return epoch_; }
   size_t num_batches() const;
 

@@ -6,6 +6,7 @@
 #include "common/strings.h"
 #include "graph/model.h"
 #include "graph/tensor_proto.h"
+#include "ops/quantize.h"
 
 namespace segslim {
 
@@ -30,12 +31,14 @@ void Executor::compile() {
   const auto& graph = model_.graph();
   const auto& registry = ops::Registry::instance();
 
-  for (const auto& init : graph.initializer()) {
-    at::Tensor t = tensor_from_proto(init);
-    // Float data goes to the compute device and type; integer data (shapes, axes, indices)
-    // stays on the host, where kernels read it.
+  // Float data goes to the compute device and type; integer data (shapes, axes, indices)
+  // stays on the host, where kernels read it.
+  auto place = [&](at::Tensor t) {
     t = t.scalar_type() == at::kFloat ? t.to(options_.device, options_.float_type) : t;
-    if (at::isFloatingType(t.scalar_type())) t = t.to(options_.device);
+    return at::isFloatingType(t.scalar_type()) ? t.to(options_.device) : t;
+  };
+  for (const auto& init : graph.initializer()) {
+    at::Tensor t = place(tensor_from_proto(init));
     persistent_[slot(init.name())] = t;
     initializer_by_name_[init.name()] = t;
   }
@@ -52,6 +55,16 @@ void Executor::compile() {
   // initializer they read.
   std::set<std::string> weight_values, buffer_set;
   for (const auto& node : graph.node()) {
+    // A Constant is evaluated once, here, and then lives like an initializer (same device and
+    // type rule), instead of being re-parsed on every run.
+    if (node.op_type() == "Constant" && node.output_size() == 1) {
+      ops::NodeContext ctx(node, opset_, false);
+      at::Tensor value = place(registry.find("Constant")->run(ctx, {}).at(0));
+      const int s = slot(node.output(0));
+      persistent_[s] = value;
+      produced.insert(s);
+      continue;
+    }
     Step step;
     step.node = &node;
     step.op = registry.find(node.op_type());
@@ -71,7 +84,7 @@ void Executor::compile() {
       auto init = initializer_by_name_.find(name);
       const bool is_init = init != initializer_by_name_.end();
       if (std::find(b.begin(), b.end(), i) != b.end()) {
-        buffer_set.insert(name);
+        if (is_init) buffer_set.insert(name);  // computed statistics are no state to keep
       } else if (std::find(w.begin(), w.end(), i) != w.end() &&
                  (!is_init || init->second.numel() >= step.op->min_weight_numel)) {
         weight_values.insert(name);
@@ -89,11 +102,16 @@ void Executor::compile() {
     }
     steps_.push_back(std::move(step));
   }
-  static const std::set<std::string> kShapeOnly = {"Unsqueeze", "Squeeze", "Reshape", "Transpose",
-                                                   "Flatten",   "Identity", "Expand"};
-  for (auto it = steps_.rbegin(); it != steps_.rend(); ++it) {
-    const auto& node = *it->node;
-    if (kShapeOnly.count(node.op_type()) && node.output_size() &&
+  fuse_qdq_pairs(weight_values, buffer_set);
+  // Shape-only ops and Q/DQ pass weight-ness from their output back to their data input:
+  // in a QAT student the FP32 weight reaches Conv through QuantizeLinear -> DequantizeLinear.
+  // Walk the graph's nodes (not the steps: fused DQ steps no longer exist) backwards.
+  static const std::set<std::string> kPassThrough = {
+      "Unsqueeze", "Squeeze",  "Reshape",        "Transpose",       "Flatten",
+      "Identity",  "Expand",   "QuantizeLinear", "DequantizeLinear"};
+  for (int i = graph.node_size() - 1; i >= 0; --i) {
+    const auto& node = graph.node(i);
+    if (kPassThrough.count(node.op_type()) && node.output_size() && node.input_size() &&
         weight_values.count(node.output(0)))
       weight_values.insert(node.input(0));
   }
@@ -125,6 +143,87 @@ void Executor::compile() {
       steps_[last_reader[s]].release.push_back(static_cast<int>(s));
 }
 
+namespace {
+
+int64_t int_attr(const onnx::NodeProto& node, const std::string& name, int64_t fallback) {
+  for (const auto& a : node.attribute())
+    if (a.name() == name) return a.i();
+  return fallback;
+}
+
+const std::string& optional_input(const onnx::NodeProto& node, int i) {
+  static const std::string kNone;
+  return i < node.input_size() ? node.input(i) : kNone;
+}
+
+}  // namespace
+
+// A Q is fused with its consumers when every consumer is a DQ reading the Q output as x with
+// the very same scale and zero-point tensors and axis, and the Q output is no graph output.
+// The fused step takes the Q's place in the order (its inputs are the DQs' other inputs, so
+// every DQ output can be produced there) and the DQ steps disappear.
+void Executor::fuse_qdq_pairs(std::set<std::string>& weight_values,
+                              std::set<std::string>& buffer_set) {
+  if (!options_.fuse_qdq) return;
+  std::set<std::string> graph_outputs;
+  for (const auto& out : model_.graph().output()) graph_outputs.insert(out.name());
+  std::unordered_map<std::string, std::vector<size_t>> consumers;
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    std::set<std::string> seen;
+    for (const auto& name : steps_[i].node->input())
+      if (!name.empty() && seen.insert(name).second) consumers[name].push_back(i);
+  }
+  std::vector<bool> drop(steps_.size(), false);
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    const onnx::NodeProto& q = *steps_[i].node;
+    if (q.op_type() != "QuantizeLinear" || q.input_size() < 2 || q.output_size() != 1) continue;
+    const std::string& q_out = q.output(0);
+    if (q_out.empty() || graph_outputs.count(q_out) || !consumers.count(q_out)) continue;
+    const int64_t axis = int_attr(q, "axis", 1);
+    const auto& readers = consumers.at(q_out);
+    bool ok = true;
+    for (size_t c : readers) {
+      const onnx::NodeProto& dq = *steps_[c].node;
+      ok = ok && dq.op_type() == "DequantizeLinear" && dq.input(0) == q_out &&
+           optional_input(dq, 1) == q.input(1) && optional_input(dq, 2) == optional_input(q, 2) &&
+           int_attr(dq, "axis", 1) == axis && dq.output_size() == 1 && !dq.output(0).empty();
+    }
+    if (!ok) continue;
+    Step fused = steps_[i];
+    fused.fused_qdq = true;
+    fused.q_output = fused.outputs.at(0);
+    fused.outputs.clear();
+    fused.axis = axis;
+    for (size_t c : readers) {
+      fused.dq_nodes.push_back(steps_[c].node);
+      fused.outputs.push_back(steps_[c].outputs.at(0));
+      drop[c] = true;
+    }
+    // LSQ trains per-tensor scales only; per-channel (weight) scales follow the weights.
+    const std::string& scale = q.input(1);
+    auto init = initializer_by_name_.find(scale);
+    if (options_.learnable_quant_scales && init != initializer_by_name_.end() &&
+        at::isFloatingType(init->second.scalar_type()) && init->second.numel() == 1) {
+      fused.learnable = true;
+      buffer_set.erase(scale);
+      weight_values.insert(scale);
+    }
+    steps_[i] = std::move(fused);
+  }
+  std::vector<Step> kept;
+  for (size_t i = 0; i < steps_.size(); ++i)
+    if (!drop[i]) kept.push_back(std::move(steps_[i]));
+  steps_ = std::move(kept);
+}
+
+ops::Tensors Executor::run_step(const Step& step, const ops::Tensors& in) {
+  ops::NodeContext ctx(*step.node, opset_, training_);
+  if (!step.fused_qdq) return step.op->run(ctx, in);
+  const at::Tensor zp = ops::has_input(in, 2) ? in[2] : at::Tensor();
+  at::Tensor y = ops::fake_quantize(in.at(0), in.at(1), zp, step.axis, step.learnable);
+  return ops::Tensors(step.outputs.size(), y);
+}
+
 TensorMap Executor::run(const TensorMap& feeds, const std::vector<std::string>& fetch) {
   std::vector<at::Tensor> values(persistent_);
   for (int s : input_slots_) {
@@ -140,7 +239,11 @@ TensorMap Executor::run(const TensorMap& feeds, const std::vector<std::string>& 
     values[s] = t;
   }
   for (const auto& [name, t] : feeds) {
-    SEGSLIM_CHECK(slot_of_.count(name), options_.origin, ": fed tensor '", name,
+    auto it = slot_of_.find(name);
+    const bool is_input = it != slot_of_.end() &&
+                          std::find(input_slots_.begin(), input_slots_.end(), it->second) !=
+                              input_slots_.end();
+    SEGSLIM_CHECK(is_input, options_.origin, ": fed tensor '", name,
                   "' is not an input of the model (inputs: ", join(input_names()), ")");
   }
 
@@ -163,7 +266,10 @@ TensorMap Executor::run(const TensorMap& feeds, const std::vector<std::string>& 
     ops::NodeContext ctx(*step.node, opset_, training_);
     ops::Tensors out;
     try {
-      out = step.op->run(ctx, in);
+      out = run_step(step, in);
+      // A fused Q's integer output exists only when someone fetches it.
+      if (step.fused_qdq && keep[step.q_output])
+        values[step.q_output] = step.op->run(ctx, in).at(0);
     } catch (const Error&) {
       throw;
     } catch (const std::exception& e) {
@@ -172,7 +278,17 @@ TensorMap Executor::run(const TensorMap& feeds, const std::vector<std::string>& 
       what = what.substr(0, what.find('\n'));
       ctx.fail(what);
     }
-    if (observer_) observer_(*step.node, in, out);
+    if (observer_) {
+      if (step.fused_qdq) {
+        observer_(*step.node, in, {});
+        for (size_t i = 0; i < step.dq_nodes.size(); ++i)
+          observer_(*step.dq_nodes[i],
+                    {at::Tensor(), in.at(1), ops::has_input(in, 2) ? in[2] : at::Tensor()},
+                    {out[i]});
+      } else {
+        observer_(*step.node, in, out);
+      }
+    }
     for (size_t i = 0; i < step.outputs.size(); ++i) {
       if (step.outputs[i] < 0) continue;
       if (i >= out.size() || !out[i].defined())

@@ -7,6 +7,7 @@
 #include <onnx/onnx_pb.h>
 
 #include <functional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -23,6 +24,14 @@ struct ExecutorOptions {
   at::ScalarType float_type = at::kFloat;
   // Where the model came from, for error messages.
   std::string origin = "model";
+  // Run each QuantizeLinear whose output only feeds DequantizeLinear node(s) with the same
+  // scale / zero point / axis as ONE fake-quant step (ATen fake_quantize_*, straight-through
+  // gradient). Same numbers as Q then DQ; off only to compare against the unfused kernels.
+  bool fuse_qdq = true;
+  // LSQ: the per-tensor (activation) scale initializers of fused Q/DQ pairs become trainable
+  // weights and the fused step uses at::_fake_quantize_learnable_per_tensor_affine. Otherwise
+  // every Q/DQ scale and zero point is a buffer (named_buffers, never trained).
+  bool learnable_quant_scales = false;
 };
 
 using TensorMap = std::unordered_map<std::string, at::Tensor>;
@@ -43,6 +52,9 @@ class Executor {
   // Dropout drops. Eval mode (the default): inference semantics.
   void set_training(bool training) { training_ = training; }
   // Called after every node with its inputs and outputs (MAC counting, range observers).
+  // For a fused Q/DQ pair the integer tensor never exists: the observer sees the Q node with
+  // its inputs (x, scale, zero point) and no outputs, then each DQ node with an undefined
+  // first input and its float output.
   using NodeObserver = std::function<void(const onnx::NodeProto& node, const ops::Tensors& inputs,
                                           const ops::Tensors& outputs)>;
   void set_node_observer(NodeObserver observer) { observer_ = std::move(observer); }
@@ -72,7 +84,16 @@ class Executor {
     std::vector<int> inputs;   // slot per input, -1 for an omitted optional input
     std::vector<int> outputs;  // slot per output, -1 for an omitted optional output
     std::vector<int> release;  // slots whose last reader is this step
+    // Fused Q -> DQ(s): `node` is the Q, `outputs` are the DQ outputs; q_output is the Q's own
+    // output slot (computed only when fetched).
+    bool fused_qdq = false;
+    std::vector<const onnx::NodeProto*> dq_nodes;
+    int q_output = -1;
+    int64_t axis = 1;
+    bool learnable = false;
   };
+  void fuse_qdq_pairs(std::set<std::string>& weight_values, std::set<std::string>& buffer_set);
+  ops::Tensors run_step(const Step& step, const ops::Tensors& in);
 
   int slot(const std::string& name);
   void compile();

@@ -77,6 +77,7 @@ const Registry& Registry::instance() {
     register_pool_ops(r);
     register_reduce_ops(r);
     register_matmul_ops(r);
+    register_quantize_ops(r);
     return r;
   }();
   return registry;

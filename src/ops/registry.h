@@ -101,5 +101,6 @@ void register_resize_ops(Registry& r);
 void register_pool_ops(Registry& r);
 void register_reduce_ops(Registry& r);
 void register_matmul_ops(Registry& r);
+void register_quantize_ops(Registry& r);
 
 }  // namespace segslim::ops

@@ -11,6 +11,7 @@ namespace segslim::cli {
 void add_inspect_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_predict_command(CLI::App& app);
+void add_compress_command(CLI::App& app);
 
 // --threads: LibTorch defaults to 1 thread on these machines, so always set it explicitly.
 void add_threads_option(CLI::App& cmd, int& threads);

@@ -45,6 +45,7 @@ int main(int argc, char** argv) {
   segslim::cli::add_inspect_command(app);
   segslim::cli::add_eval_command(app);
   segslim::cli::add_predict_command(app);
+  segslim::cli::add_compress_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,36 @@
+#pragma once
+// Post-training calibration: run the FP32 model (BatchNorm folded, no Q/DQ yet) over a few
+// batches, observe every tensor that will be quantized, and turn the observed ranges into
+// scales and zero points (PaddleSlim's PTQ: abs_max, avg, hist, KL, mse).
+#include <map>
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+#include "exec/executor.h"
+#include "passes/insert_qdq.h"
+#include "quant/observer.h"
+
+namespace segslim {
+
+struct CalibrationOptions {
+  std::string algo = "hist";
+  ObserverOptions observer;
+  int batch_size = 8;
+  int batch_nums = 10;
+  int num_workers = 2;
+};
+
+// tensor name -> parameters, for every activation site.
+using ActivationParams = std::map<std::string, QuantParams>;
+
+ActivationParams calibrate(const onnx::ModelProto& fp32_model,
+                           const std::vector<passes::QdqSite>& activations,
+                           const SegDataset& dataset, const CalibrationOptions& options,
+                           at::Device device);
+
+// Writes the parameters into the student's scale / zero-point initializers, in place.
+void apply_activation_params(Executor& student, const std::vector<passes::QdqSite>& activations,
+                             const ActivationParams& params);
+
+}  // namespace segslim

@@ -1,0 +1,56 @@
+#pragma once
+// Quantization-aware training with distillation: the FP32 teacher (frozen) and the Q/DQ
+// student see the same batch; the loss pulls the student's tensors towards the teacher's at
+// the configured node pairs (plus, optionally, label cross-entropy). Weight scales follow the
+// weights every step; activation scales follow their observers (or are trained, LSQ).
+#include <functional>
+#include <string>
+
+#include "config/compress_config.h"
+#include "data/dataset.h"
+#include "exec/executor.h"
+#include "metrics/confusion_matrix.h"
+#include "passes/insert_qdq.h"
+
+namespace segslim {
+
+struct QatSetup {
+  const CompressConfig* config = nullptr;
+  TrainConfig train;                        // the resolved TrainConfig
+  Executor* teacher = nullptr;              // FP32, frozen
+  Executor* student = nullptr;              // Q/DQ graph, scales initialised (calibration)
+  const passes::QdqModel* qdq = nullptr;    // where the Q/DQ pairs are
+  const SegDataset* train_data = nullptr;
+  const SegDataset* val_data = nullptr;
+  int batch_size = 4;
+  int eval_batch_size = 4;
+  std::string checkpoint_dir;
+  bool resume = false;
+  std::string extra_json;                   // stored in every checkpoint (report pieces)
+  // Called with the exportable student model whenever validation mIoU improves.
+  std::function<void(const onnx::ModelProto& model, const SegMetrics& metrics, int64_t iter)>
+      on_best;
+};
+
+struct QatResult {
+  int64_t iterations = 0;
+  int64_t best_iteration = -1;
+  SegMetrics best_metrics;
+  SegMetrics last_metrics;
+  double train_seconds = 0;
+  double images_per_s = 0;
+  bool resumed = false;
+  std::string extra_json;  // from the checkpoint when resumed, else setup.extra_json
+};
+
+// Distillation pairs (teacher tensor, student tensor), validated against both graphs.
+std::vector<std::pair<std::string, std::string>> distill_pairs(const CompressConfig& config,
+                                                               const Executor& teacher,
+                                                               const Executor& student);
+
+QatResult train_qat(const QatSetup& setup);
+
+// Loads just the extra_json of the checkpoint in `dir` (resume), if there is one.
+std::optional<std::string> checkpoint_extra_json(const std::string& dir);
+
+}  // namespace segslim

@@ -1,0 +1,155 @@
+#include "passes/insert_qdq.h"
+
+#include <map>
+#include <set>
+
+#include "common/error.h"
+#include "graph/model.h"
+#include "graph/tensor_proto.h"
+#include "passes/graph_util.h"
+#include "passes/weight_scales.h"
+
+namespace segslim::passes {
+namespace {
+
+int64_t int_attr(const onnx::NodeProto& node, const std::string& name, int64_t fallback) {
+  for (const auto& a : node.attribute())
+    if (a.name() == name) return a.i();
+  return fallback;
+}
+
+// The output-channel axis of a node's weight (input 1), or -1 for per-tensor.
+int weight_axis(const onnx::NodeProto& node, int64_t rank) {
+  const std::string& t = node.op_type();
+  if (t == "Conv") return 0;                                              // [C_out, C_in/g, k...]
+  if (t == "ConvTranspose") return 1;                                     // [C_in, C_out/g, k...]
+  if (t == "Gemm") return int_attr(node, "transB", 0) ? 0 : 1;            // B is [K, N] or [N, K]
+  if (t == "MatMul") return rank >= 2 ? static_cast<int>(rank - 1) : -1;  // [.., K, N]
+  return -1;
+}
+
+struct Pending {
+  QdqSite site;
+  int first_consumer = -1;
+  std::vector<std::pair<int, int>> uses;  // (node index, input index)
+  int onnx_zp_type = onnx::TensorProto::INT8;
+};
+
+}  // namespace
+
+QdqModel insert_qdq(const onnx::ModelProto& model, const QuantPolicy& policy) {
+  const int64_t opset = default_opset(model);
+  SEGSLIM_CHECK(opset >= 13, "insert_qdq: the model has opset ", opset,
+                "; quantization needs opset >= 13, the first with per-channel (axis) "
+                "QuantizeLinear/DequantizeLinear for the weights. Re-export the model with "
+                "opset 13 or newer.");
+  QdqModel result;
+  result.model = model;
+  auto* graph = result.model.mutable_graph();
+
+  // The nodes to quantize, in graph order.
+  std::vector<int> typed;
+  for (int i = 0; i < graph->node_size(); ++i)
+    if (policy.op_types.count(graph->node(i).op_type())) typed.push_back(i);
+  std::vector<int> selected;
+  for (size_t k = 0; k < typed.size(); ++k) {
+    if (policy.skip_first_last && (k == 0 || k + 1 == typed.size())) continue;
+    const std::string& name = graph->node(typed[k]).name();
+    bool excluded = false;
+    for (const auto& p : policy.not_quant_patterns)
+      excluded = excluded || (!p.empty() && name.find(p) != std::string::npos);
+    if (!excluded) selected.push_back(typed[k]);
+  }
+
+  // One site per tensor, in order of first use.
+  std::map<std::string, size_t> index_of;
+  std::vector<Pending> pending;
+  auto use = [&](const std::string& tensor, int node, int input, bool is_weight, int axis) {
+    auto it = index_of.find(tensor);
+    if (it == index_of.end()) {
+      it = index_of.emplace(tensor, pending.size()).first;
+      Pending p;
+      p.site.tensor = tensor;
+      p.site.is_weight = is_weight;
+      p.site.axis = axis;
+      p.first_consumer = node;
+      if (!is_weight && policy.activation_unsigned) p.onnx_zp_type = onnx::TensorProto::UINT8;
+      pending.push_back(p);
+    }
+    Pending& p = pending[it->second];
+    p.uses.emplace_back(node, input);
+    const std::string& consumer = graph->node(node).name();
+    if (p.site.consumers.empty() || p.site.consumers.back() != consumer)
+      p.site.consumers.push_back(consumer);
+  };
+  for (int i : selected) {
+    const onnx::NodeProto& node = graph->node(i);
+    if (node.input_size() < 1 || node.input(0).empty()) continue;
+    use(node.input(0), i, 0, false, -1);
+    if (node.input_size() < 2) continue;
+    const int w = detail::find_initializer(*graph, node.input(1));
+    if (w < 0) continue;  // a computed weight is not quantized here
+    const auto& proto = graph->initializer(w);
+    if (proto.data_type() != onnx::TensorProto::FLOAT) continue;
+    use(node.input(1), i, 1, true, weight_axis(node, proto.dims_size()));
+  }
+
+  // Build the Q/DQ nodes and initializers.
+  std::set<std::string> taken = detail::used_names(*graph);
+  std::map<int, std::vector<onnx::NodeProto>> before;  // node index -> nodes to emit first
+  for (auto& p : pending) {
+    QdqSite& site = p.site;
+    const std::string& t = site.tensor;
+    site.scale = detail::unique_name(t + "_scale", taken);
+    site.zero_point = detail::unique_name(t + "_zero_point", taken);
+    const std::string q_out = detail::unique_name(t + "_quantized", taken);
+    const std::string dq_out = detail::unique_name(t + "_dequantized", taken);
+    at::Tensor scale, zp;
+    if (site.is_weight) {
+      const at::Tensor w =
+          tensor_from_proto(graph->initializer(detail::find_initializer(*graph, t)));
+      scale = abs_max_scale(w, site.axis).to(at::kFloat);
+      zp = at::zeros(scale.sizes(), at::kChar);
+    } else {
+      scale = at::ones({}, at::kFloat);
+      zp = at::zeros({}, p.onnx_zp_type == onnx::TensorProto::UINT8 ? at::kByte : at::kChar);
+    }
+    *graph->add_initializer() = tensor_to_proto(scale, site.scale);
+    *graph->add_initializer() = tensor_to_proto(zp, site.zero_point);
+
+    auto make = [&](const std::string& type, const std::string& in, const std::string& out) {
+      onnx::NodeProto n;
+      n.set_op_type(type);
+      n.set_name(detail::unique_name(t + "_" + type, taken));
+      n.add_input(in);
+      n.add_input(site.scale);
+      n.add_input(site.zero_point);
+      n.add_output(out);
+      if (site.axis >= 0) {
+        auto* a = n.add_attribute();
+        a->set_name("axis");
+        a->set_type(onnx::AttributeProto::INT);
+        a->set_i(site.axis);
+      }
+      return n;
+    };
+    before[p.first_consumer].push_back(make("QuantizeLinear", t, q_out));
+    before[p.first_consumer].push_back(make("DequantizeLinear", q_out, dq_out));
+    for (const auto& [node, input] : p.uses) graph->mutable_node(node)->set_input(input, dq_out);
+    (site.is_weight ? result.weights : result.activations).push_back(site);
+  }
+
+  // Emit each pair right before its first consumer: after the tensor's producer (which
+  // precedes every consumer), so the graph stays topologically sorted.
+  google::protobuf::RepeatedPtrField<onnx::NodeProto> nodes;
+  for (int i = 0; i < graph->node_size(); ++i) {
+    auto it = before.find(i);
+    if (it != before.end())
+      for (auto& n : it->second) *nodes.Add() = std::move(n);
+    *nodes.Add() = graph->node(i);
+  }
+  graph->mutable_node()->Swap(&nodes);
+  return result;
+}
+
+}  // namespace segslim::passes

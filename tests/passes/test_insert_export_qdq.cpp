@@ -1,0 +1,221 @@
+// insert_qdq, refresh_weight_scales and export_qdq on the tiny segmentation model and on a
+// grouped ConvTranspose checked against a hand reference.
+#include <set>
+
+#include "common/error.h"
+#include "passes/export_qdq.h"
+#include "passes/fold_batchnorm.h"
+#include "passes/insert_qdq.h"
+#include "passes/pass_test_util.h"
+#include "passes/weight_scales.h"
+
+namespace segslim::testing {
+namespace {
+
+using passes::QdqModel;
+using passes::QuantPolicy;
+
+onnx::ModelProto folded_tiny() { return passes::fold_batchnorm(tiny_model()); }
+
+// Sets every activation scale to max|x| / 127 from one FP32 run (a one-batch abs-max
+// calibration) by rewriting the scale initializers.
+void calibrate(QdqModel& q, const onnx::ModelProto& fp32, const at::Tensor& x) {
+  Executor exec(fp32);
+  std::vector<std::string> names;
+  for (const auto& s : q.activations) names.push_back(s.tensor);
+  const auto values = exec.run({{exec.input_names().at(0), x}}, names);
+  for (const auto& s : q.activations) {
+    const at::Tensor scale = (values.at(s.tensor).abs().max() / 127).to(at::kFloat);
+    for (auto& init : *q.model.mutable_graph()->mutable_initializer())
+      if (init.name() == s.scale) init = tensor_to_proto(scale, s.scale);
+  }
+}
+
+double rel_l2(const at::Tensor& a, const at::Tensor& e) {
+  return ((a - e).norm() / e.norm()).item<double>();
+}
+
+TEST(InsertQdq, TinySegnetCountsNamesAndChecker) {
+  const auto model = folded_tiny();
+  const QdqModel q = passes::insert_qdq(model, {});
+  // 6 quantized nodes (5 Conv + 1 ConvTranspose), no shared inputs: 12 pairs.
+  EXPECT_EQ(q.weights.size(), 6u);
+  EXPECT_EQ(q.activations.size(), 6u);
+  EXPECT_EQ(count_ops(q.model, "QuantizeLinear"), 12);
+  EXPECT_EQ(count_ops(q.model, "DequantizeLinear"), 12);
+  EXPECT_TRUE(passes_checker(q.model));
+  for (const auto& w : q.weights) {
+    EXPECT_TRUE(w.is_weight);
+    EXPECT_EQ(w.scale, w.tensor + "_scale");
+    EXPECT_EQ(w.axis, w.tensor == "up.weight" ? 1 : 0) << w.tensor;
+    ASSERT_EQ(w.consumers.size(), 1u);
+  }
+  // ConvTranspose weight [20, 12, 2, 2]: one scale per output channel (axis 1).
+  const auto* up_scale = find_init(q.model, "up.weight_scale");
+  ASSERT_NE(up_scale, nullptr);
+  EXPECT_EQ(tensor_from_proto(*up_scale).sizes(), at::IntArrayRef({12}));
+  const auto* image_zp = find_init(q.model, "image_zero_point");
+  ASSERT_NE(image_zp, nullptr);
+  EXPECT_EQ(image_zp->data_type(), onnx::TensorProto::INT8);
+  EXPECT_EQ(image_zp->dims_size(), 0);
+  bool named = false;
+  for (const auto& n : q.model.graph().node()) named = named || n.name() == "image_QuantizeLinear";
+  EXPECT_TRUE(named);
+
+  QuantPolicy unsigned_policy;
+  unsigned_policy.activation_unsigned = true;
+  const auto qu = passes::insert_qdq(model, unsigned_policy);
+  EXPECT_EQ(find_init(qu.model, "image_zero_point")->data_type(), onnx::TensorProto::UINT8);
+  EXPECT_TRUE(passes_checker(qu.model));
+}
+
+TEST(InsertQdq, PolicyChangesCounts) {
+  const auto model = folded_tiny();
+  QuantPolicy skip;
+  skip.skip_first_last = true;  // stem and head stay float
+  auto q = passes::insert_qdq(model, skip);
+  EXPECT_EQ(count_ops(q.model, "QuantizeLinear"), 8);
+  for (const auto& w : q.weights)
+    EXPECT_TRUE(w.tensor != "stem.weight" && w.tensor != "head.weight");
+  EXPECT_TRUE(passes_checker(q.model));
+
+  QuantPolicy pattern;
+  pattern.not_quant_patterns = {"/up/", "head"};
+  q = passes::insert_qdq(model, pattern);
+  EXPECT_EQ(count_ops(q.model, "QuantizeLinear"), 8);
+  EXPECT_TRUE(passes_checker(q.model));
+
+  QuantPolicy only_transpose;
+  only_transpose.op_types = {"ConvTranspose"};
+  q = passes::insert_qdq(model, only_transpose);
+  EXPECT_EQ(count_ops(q.model, "DequantizeLinear"), 2);
+}
+
+TEST(InsertQdq, SharedActivationGetsOnePair) {
+  GraphBuilder b;
+  b.init("w1", at::randn({3, 2, 1, 1}));
+  b.init("w2", at::randn({3, 2, 1, 1}));
+  b.node("Conv", "c1", {"x", "w1"}, {"y1"});
+  b.node("Conv", "c2", {"x", "w2"}, {"y2"});
+  b.node("Add", "add", {"y1", "y2"}, {"y"});
+  b.output("y");
+  const auto q = passes::insert_qdq(b.model, {});
+  ASSERT_EQ(q.activations.size(), 1u);
+  EXPECT_EQ(q.activations[0].consumers, (std::vector<std::string>{"c1", "c2"}));
+  EXPECT_EQ(count_ops(q.model, "QuantizeLinear"), 3);  // 2 per node, minus the shared one
+  EXPECT_TRUE(passes_checker(q.model));
+}
+
+TEST(InsertQdq, RefusesOldOpsets) {
+  auto model = folded_tiny();
+  model.mutable_opset_import(0)->set_version(12);
+  try {
+    passes::insert_qdq(model, {});
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("opset 12"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(">= 13"), std::string::npos) << e.what();
+  }
+}
+
+TEST(InsertQdq, CalibratedOutputsCloseToFp32AndFusionChangesNothing) {
+  const auto model = folded_tiny();
+  const auto x = tiny_input();
+  QdqModel q = passes::insert_qdq(model, {});
+  calibrate(q, model, x);
+  const at::Tensor fp32 = run_model(model, x);
+  const at::Tensor fused = run_model(q.model, x);
+  ExecutorOptions unfused_opts;
+  unfused_opts.fuse_qdq = false;
+  const at::Tensor unfused = run_model(q.model, x, unfused_opts);
+  EXPECT_LT(rel_l2(fused, fp32), 0.05);
+  EXPECT_GT(rel_l2(fused, fp32), 0.0);  // it does quantize
+  EXPECT_TRUE(close_to_scale(fused, unfused, 1e-5));
+}
+
+TEST(WeightScales, RefreshFollowsTheWeights) {
+  const auto q = passes::insert_qdq(folded_tiny(), {});
+  Executor exec(q.model);
+  at::Tensor w = exec.initializers().at("pw.weight");
+  const at::Tensor before = exec.initializers().at("pw.weight_scale").clone();
+  {
+    at::NoGradGuard no_grad;
+    w.mul_(2);
+    w[3].zero_();
+  }
+  passes::refresh_weight_scales(exec, q.weights);
+  const at::Tensor after = exec.initializers().at("pw.weight_scale");
+  at::Tensor expected = before * 2;
+  expected[3] = passes::kMinWeightScale;
+  EXPECT_TRUE(all_close(after, expected, 1e-6, 0));
+  // Hand check of one channel: max |W_c| / 127.
+  EXPECT_NEAR(after[5].item<double>(), w[5].abs().max().item<double>() / 127, 1e-9);
+  for (const auto& [name, t] : exec.named_weights())
+    EXPECT_EQ(name.find("_scale"), std::string::npos) << name << " should be a buffer";
+}
+
+TEST(ExportQdq, WeightsBecomeInt8AndOutputsMatchFakeQuant) {
+  const auto model = folded_tiny();
+  const auto x = tiny_input();
+  QdqModel q = passes::insert_qdq(model, {});
+  calibrate(q, model, x);
+  const auto exported = passes::export_qdq(q.model);
+  EXPECT_EQ(count_ops(exported, "QuantizeLinear"), 6);  // the activations only
+  EXPECT_EQ(count_ops(exported, "DequantizeLinear"), 12);
+  for (const auto& w : q.weights) {
+    EXPECT_EQ(find_init(exported, w.tensor), nullptr) << w.tensor;
+    const auto* qi = find_init(exported, w.tensor + "_quantized");
+    ASSERT_NE(qi, nullptr) << w.tensor;
+    EXPECT_EQ(qi->data_type(), onnx::TensorProto::INT8);
+    for (const auto& n : exported.graph().node())
+      EXPECT_FALSE(n.op_type() == "QuantizeLinear" && n.input(0) == w.tensor);
+  }
+  EXPECT_TRUE(passes_checker(exported));
+  EXPECT_TRUE(close_to_scale(run_model(exported, x), run_model(q.model, x), 1e-5));
+  // The exported file is also valid for load_model (checker + shape inference).
+  const std::string path = temp_dir() + "/exported_qdq.onnx";
+  save_model(exported, path);
+  EXPECT_NO_THROW(load_model(path));
+}
+
+TEST(ExportQdq, GroupedConvTransposePerChannelAxis1MatchesHandReference) {
+  at::manual_seed(5);
+  const int64_t groups = 2, c_in = 4, c_out = 6;
+  GraphBuilder b;
+  const at::Tensor w = at::randn({c_in, c_out / groups, 3, 3});
+  const at::Tensor bias = at::randn({c_out});
+  b.init("w", w);
+  b.init("b", bias);
+  auto* ct = b.node("ConvTranspose", "ct", {"x", "w", "b"}, {"y"});
+  set_attr_int(ct, "group", groups);
+  set_attr_ints(ct, "strides", {2, 2});
+  b.output("y");
+  auto q = passes::insert_qdq(b.model, {});
+  ASSERT_EQ(q.weights.size(), 1u);
+  EXPECT_EQ(q.weights[0].axis, 1);
+  const at::Tensor x = at::randn({1, c_in, 5, 5});
+  const double x_scale = x.abs().max().item<double>() / 127;
+  for (auto& init : *q.model.mutable_graph()->mutable_initializer())
+    if (init.name() == "x_scale")
+      init = tensor_to_proto(at::scalar_tensor(x_scale, at::kFloat), "x_scale");
+  const auto exported = passes::export_qdq(q.model);
+  EXPECT_TRUE(passes_checker(exported));
+
+  // Hand reference: per column j of W ([C_in, C_out/g, k, k]), s_j = max_{i,k} |W[i, j]| / 127.
+  const at::Tensor s =
+      std::get<0>(w.abs().transpose(0, 1).reshape({c_out / groups, -1}).max(1)) / 127;
+  const at::Tensor s_b = s.reshape({1, -1, 1, 1});
+  const at::Tensor w_int = at::clamp(at::round(w / s_b), -128, 127).to(at::kChar);
+  const at::Tensor stored = tensor_from_proto(*find_init(exported, "w_quantized"));
+  EXPECT_TRUE(at::equal(stored, w_int));
+  const at::Tensor w_dq = w_int.to(at::kFloat) * s_b;
+  const float xs = static_cast<float>(x_scale);
+  const at::Tensor x_fq = at::clamp(at::round(x / xs), -128, 127) * xs;
+  const at::Tensor expected =
+      at::conv_transpose2d(x_fq, w_dq, bias, {2, 2}, {0, 0}, {0, 0}, groups);
+  EXPECT_TRUE(close_to_scale(run_model(exported, x), expected, 1e-5));
+  EXPECT_TRUE(close_to_scale(run_model(q.model, x), expected, 1e-5));
+}
+
+}  // namespace
+}  // namespace segslim::testing
