@@ -103,11 +103,18 @@ QatResult train_qat(const QatSetup& s) {
       site_of[site.tensor] = &site;
     }
   bool observing = false;
+  bool nonfinite_activation = false;  // divergence shows here before it reaches the loss
   student.set_node_observer([&](const onnx::NodeProto& node, const ops::Tensors& in,
                                 const ops::Tensors&) {
     if (!observing || node.op_type() != "QuantizeLinear" || in.empty()) return;
     auto it = observers.find(node.input(0));
-    if (it != observers.end()) it->second->observe(in[0].detach());
+    if (it == observers.end()) return;
+    at::Tensor x = in[0].detach();
+    if (!at::isfinite(x).all().item<bool>()) {
+      nonfinite_activation = true;  // reported with the loss check below
+      return;
+    }
+    it->second->observe(x);
   });
   auto update_activation_scales = [&] {
     at::NoGradGuard no_grad;
@@ -247,7 +254,7 @@ QatResult train_qat(const QatSetup& s) {
       loss = loss + w * segmentation_ce_loss(student_out.at(output_name),
                                              batch->labels.to(student.device()), ignore_index);
     }
-    const double loss_value = loss.item<double>();
+    const double loss_value = nonfinite_activation ? NAN : loss.item<double>();
     if (!std::isfinite(loss_value)) {
       throw Error(str_cat(
           "the loss became ", loss_value, " at iteration ", it, " (lr ",

@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "cli/cli_runner.h"
+#include "support/cli_runner.h"
 #include "support/test_support.h"
 
 namespace segslim::testing {

@@ -6,7 +6,7 @@
 
 #include <opencv2/imgcodecs.hpp>
 
-#include "cli/cli_runner.h"
+#include "support/cli_runner.h"
 #include "graph/model.h"
 #include "support/test_support.h"
 

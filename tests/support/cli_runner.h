@@ -9,7 +9,8 @@ struct CliResult {
   std::string output;  // stdout and stderr together
 };
 
-// `args` is appended to the binary's path as a shell command line.
-CliResult run_cli(const std::string& args);
+// `args` is appended to the binary's path as a shell command line; `env` (e.g. "A=1 B=2")
+// is prepended to set environment variables for that run only.
+CliResult run_cli(const std::string& args, const std::string& env = "");
 
 }  // namespace segslim::testing
