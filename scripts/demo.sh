@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job on the bundled sample (no ../shared needed): installs what is missing, builds,
-# then inspects the bundled ESPNet-CamVid model, evaluates it on the 4 bundled CamVid val
-# images and writes predictions and a per-class IoU chart to out/demo/.
+# inspects the bundled ESPNet-CamVid model, compresses it to INT8 (PTQ-initialised QAT with
+# distillation, a short run on the 4 bundled train images), then evaluates FP32 and INT8 on
+# the 4 bundled val images side by side and writes predictions and per-class IoU charts to
+# out/demo/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -13,11 +15,25 @@ DATA=configs/sample_camvid.yml
 THREADS=${THREADS:-$(nproc)}
 
 build/segslim inspect "$MODEL" --json "$OUT/inspect.json"
+build/segslim compress --config configs/compress/espnet_camvid_sample.yml --out "$OUT/int8" \
+  --threads "$THREADS"
+INT8="$OUT/int8/model.onnx"
 build/segslim eval --model "$MODEL" --data "$DATA" --threads "$THREADS" \
-  --json "$OUT/eval.json" --plot "$OUT/class_iou.png"
+  --json "$OUT/eval_fp32.json" --plot "$OUT/class_iou_fp32.png"
+build/segslim eval --model "$INT8" --data "$DATA" --threads "$THREADS" \
+  --json "$OUT/eval_int8.json" --plot "$OUT/class_iou_int8.png"
 for img in sample/camvid/val/*.png; do
   name=$(basename "$img" .png)
-  build/segslim predict --model "$MODEL" --data "$DATA" --image "$img" --threads "$THREADS" \
-    --out "$OUT/$name.overlay.png" --overlay --raw "$OUT/$name.ids.png"
+  build/segslim predict --model "$INT8" --data "$DATA" --image "$img" --threads "$THREADS" \
+    --out "$OUT/$name.int8.overlay.png" --overlay --raw "$OUT/$name.int8.ids.png"
 done
+python3 - "$OUT" <<'PY'
+import json, sys
+out = sys.argv[1]
+f, q = (json.load(open(f"{out}/eval_{k}.json")) for k in ("fp32", "int8"))
+print(f"\n{'':6}{'mIoU':>8}{'acc':>8}{'images/s':>10}   (LibTorch executor, {f['threads']} threads)")
+for name, r in (("FP32", f), ("INT8", q)):
+    print(f"{name:6}{r['miou']:8.4f}{r['acc']:8.4f}{r['images_per_s']:10.2f}")
+print(f"INT8 - FP32: {100 * (q['miou'] - f['miou']):+.2f} mIoU points")
+PY
 echo "demo outputs in $OUT/"
