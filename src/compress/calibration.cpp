@@ -10,8 +10,8 @@ namespace segslim {
 
 ActivationParams calibrate(const onnx::ModelProto& fp32_model,
                            const std::vector<passes::QdqSite>& activations,
-                           const SegDataset& dataset, const CalibrationOptions& options,
-                           at::Device device) {
+                           const BatchSource& next_batch, int64_t num_batches,
+                           const CalibrationOptions& options, at::Device device) {
   std::map<std::string, std::unique_ptr<Observer>> observers;
   for (const auto& site : activations)
     observers[site.tensor] = make_observer(options.algo, options.observer);
@@ -30,21 +30,13 @@ ActivationParams calibrate(const onnx::ModelProto& fp32_model,
     }
   });
 
-  LoaderOptions lo;
-  lo.batch_size = options.batch_size;
-  lo.num_workers = options.num_workers;
-  lo.shuffle = false;
-  DataLoader loader(dataset, lo);
-  const int64_t batches =
-      std::min<int64_t>(options.batch_nums, static_cast<int64_t>(loader.num_batches()));
-  SEGSLIM_CHECK(batches > 0, "calibration needs at least one batch (dataset '",
-                dataset.spec().section, "' has ", dataset.size(), " images)");
-  Progress progress("calibrate " + options.algo, batches, "batch");
+  Progress progress("calibrate " + options.algo, num_batches, "batch");
   at::InferenceMode guard;
-  for (int64_t b = 0; b < batches; ++b) {
-    auto batch = loader.next();
+  for (int64_t b = 0; b < num_batches; ++b) {
+    std::optional<at::Tensor> batch = next_batch();
+    if (!batch) break;
     seen_this_batch.clear();
-    exec.forward(batch->images.to(device));
+    exec.forward(batch->to(device));
     progress.advance(1);
   }
   progress.finish();
@@ -56,6 +48,29 @@ ActivationParams calibrate(const onnx::ModelProto& fp32_model,
     params[tensor] = observer->params();
   }
   return params;
+}
+
+ActivationParams calibrate(const onnx::ModelProto& fp32_model,
+                           const std::vector<passes::QdqSite>& activations,
+                           const SegDataset& dataset, const CalibrationOptions& options,
+                           at::Device device) {
+  LoaderOptions lo;
+  lo.batch_size = options.batch_size;
+  lo.num_workers = options.num_workers;
+  lo.shuffle = false;
+  DataLoader loader(dataset, lo);
+  const int64_t batches =
+      std::min<int64_t>(options.batch_nums, static_cast<int64_t>(loader.num_batches()));
+  SEGSLIM_CHECK(batches > 0, "calibration needs at least one batch (dataset '",
+                dataset.spec().section, "' has ", dataset.size(), " images)");
+  return calibrate(
+      fp32_model, activations,
+      [&]() -> std::optional<at::Tensor> {
+        auto batch = loader.next();
+        if (!batch) return std::nullopt;
+        return batch->images;
+      },
+      batches, options, device);
 }
 
 void apply_activation_params(Executor& student, const std::vector<passes::QdqSite>& activations,

@@ -2,7 +2,9 @@
 // Post-training calibration: run the FP32 model (BatchNorm folded, no Q/DQ yet) over a few
 // batches, observe every tensor that will be quantized, and turn the observed ranges into
 // scales and zero points (PaddleSlim's PTQ: abs_max, avg, hist, KL, mse).
+#include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +26,15 @@ struct CalibrationOptions {
 // tensor name -> parameters, for every activation site.
 using ActivationParams = std::map<std::string, QuantParams>;
 
+// Batches to calibrate on: returns the next input batch, or nothing when done.
+using BatchSource = std::function<std::optional<at::Tensor>()>;
+
+ActivationParams calibrate(const onnx::ModelProto& fp32_model,
+                           const std::vector<passes::QdqSite>& activations,
+                           const BatchSource& next_batch, int64_t num_batches,
+                           const CalibrationOptions& options, at::Device device);
+
+// Over the first options.batch_nums batches of `dataset` (options.batch_size images each).
 ActivationParams calibrate(const onnx::ModelProto& fp32_model,
                            const std::vector<passes::QdqSite>& activations,
                            const SegDataset& dataset, const CalibrationOptions& options,

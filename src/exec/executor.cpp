@@ -35,7 +35,10 @@ void Executor::compile() {
   // stays on the host, where kernels read it.
   auto place = [&](at::Tensor t) {
     t = t.scalar_type() == at::kFloat ? t.to(options_.device, options_.float_type) : t;
-    return at::isFloatingType(t.scalar_type()) ? t.to(options_.device) : t;
+    if (!at::isFloatingType(t.scalar_type())) return t;
+    t = t.to(options_.device);
+    return options_.channels_last && t.dim() == 4 ? t.contiguous(at::MemoryFormat::ChannelsLast)
+                                                  : t;
   };
   for (const auto& init : graph.initializer()) {
     at::Tensor t = place(tensor_from_proto(init));
@@ -236,6 +239,8 @@ TensorMap Executor::run(const TensorMap& feeds, const std::vector<std::string>& 
     // types (half, double) are kept, as the model declared them.
     if (t.scalar_type() == at::kFloat) t = t.to(options_.device, options_.float_type);
     if (at::isFloatingType(t.scalar_type())) t = t.to(options_.device);
+    if (options_.channels_last && t.dim() == 4 && at::isFloatingType(t.scalar_type()))
+      t = t.contiguous(at::MemoryFormat::ChannelsLast);
     values[s] = t;
   }
   for (const auto& [name, t] : feeds) {

@@ -32,6 +32,9 @@ struct ExecutorOptions {
   // weights and the fused step uses at::_fake_quantize_learnable_per_tensor_affine. Otherwise
   // every Q/DQ scale and zero point is a buffer (named_buffers, never trained).
   bool learnable_quant_scales = false;
+  // 4-D float initializers (conv weights) and fed NCHW tensors are kept in channels-last
+  // memory format, which LibTorch's CPU convolutions run fastest in (benchmark baseline).
+  bool channels_last = false;
 };
 
 using TensorMap = std::unordered_map<std::string, at::Tensor>;

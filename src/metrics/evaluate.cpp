@@ -27,7 +27,8 @@ at::Tensor class_map(const at::Tensor& output, at::IntArrayRef label_hw) {
   return scores.argmax(1);
 }
 
-EvalResult evaluate(Executor& model, const SegDataset& dataset, const EvalOptions& options) {
+EvalResult evaluate(const ForwardFn& forward, const SegDataset& dataset,
+                    const EvalOptions& options) {
   const DatasetSpec& spec = dataset.spec();
   SEGSLIM_CHECK(spec.num_classes > 0, "dataset '", spec.section, "' sets no num_classes");
   LoaderOptions lo;
@@ -35,18 +36,11 @@ EvalResult evaluate(Executor& model, const SegDataset& dataset, const EvalOption
   lo.num_workers = options.num_workers;
   DataLoader loader(dataset, lo);
   ConfusionMatrix cm(spec.num_classes, spec.ignore_index);
-  // Evaluation runs in inference mode; the caller's mode comes back even if a batch throws.
-  struct ModeGuard {
-    Executor& model;
-    bool was_training;
-    ~ModeGuard() { model.set_training(was_training); }
-  } mode_guard{model, model.training()};
-  model.set_training(false);
   Progress progress("eval", static_cast<int64_t>(dataset.size()));
   EvalResult result;
   at::InferenceMode guard;
   while (auto batch = loader.next()) {
-    at::Tensor out = model.forward(batch->images.to(model.device()));
+    at::Tensor out = forward(batch->images);
     at::Tensor pred = class_map(out, batch->labels.sizes().slice(1));
     cm.update(pred, batch->labels.to(pred.device()));
     result.num_images += batch->images.size(0);
@@ -58,6 +52,18 @@ EvalResult evaluate(Executor& model, const SegDataset& dataset, const EvalOption
   if (options.show_progress)
     progress.finish(fmt::format("mIoU {:.4f}", result.metrics.miou));
   return result;
+}
+
+EvalResult evaluate(Executor& model, const SegDataset& dataset, const EvalOptions& options) {
+  // Evaluation runs in inference mode; the caller's mode comes back even if a batch throws.
+  struct ModeGuard {
+    Executor& model;
+    bool was_training;
+    ~ModeGuard() { model.set_training(was_training); }
+  } mode_guard{model, model.training()};
+  model.set_training(false);
+  return evaluate([&](const at::Tensor& images) { return model.forward(images.to(model.device())); },
+                  dataset, options);
 }
 
 }  // namespace segslim

@@ -2,6 +2,8 @@
 // Batch evaluation of a model on a dataset: forward, class map, confusion matrix.
 #include <ATen/ATen.h>
 
+#include <functional>
+
 #include "data/dataset.h"
 #include "exec/executor.h"
 #include "metrics/confusion_matrix.h"
@@ -29,6 +31,13 @@ struct EvalResult {
 //    resized by nearest neighbour if needed.
 at::Tensor class_map(const at::Tensor& output, at::IntArrayRef label_hw);
 
+// Any model: a forward function from a float32 NCHW CPU batch to its first output.
+using ForwardFn = std::function<at::Tensor(const at::Tensor& images)>;
+
+EvalResult evaluate(const ForwardFn& forward, const SegDataset& dataset,
+                    const EvalOptions& options);
+
+// The LibTorch executor, in inference mode (its train/eval mode is restored afterwards).
 EvalResult evaluate(Executor& model, const SegDataset& dataset, const EvalOptions& options);
 
 }  // namespace segslim

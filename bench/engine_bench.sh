@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Latency of FP32 and INT8 models on segslim's oneDNN engine and on LibTorch (channels_last),
+# side by side in one run; writes bench/results/engine.md and engine.json with the ratios.
+#   bash bench/engine_bench.sh            (THREADS=2 by default; REPEAT scales the run count)
+# Models: ESPNet-CamVid at 1x3x360x480 (FP32 from ../shared, INT8 = the compressed model in
+# output/espnet_camvid_qat/ when present, else a PTQ model made here) and an STDC1-like
+# conv-heavy network (tools/zoo/stdc_like.py, random weights) at 1x3x1024x2048.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${SHARED:-../shared}
+THREADS=${THREADS:-2}
+REPEAT=${REPEAT:-1}
+OUT=output/bench
+mkdir -p "$OUT" bench/results
+bash scripts/build.sh segslim bench_make_qdq_model
+
+ESPNET_FP32=$SHARED/models/espnet_camvid.onnx
+ESPNET_INT8=output/espnet_camvid_qat/model.onnx
+if [ ! -f "$ESPNET_INT8" ]; then
+  ESPNET_INT8=output/espnet_camvid_ptq/model.onnx
+  [ -f "$ESPNET_INT8" ] || build/segslim compress --config configs/compress/espnet_camvid_ptq.yml \
+    --threads "$THREADS"
+fi
+STDC_FP32=$OUT/stdc_like.onnx
+STDC_INT8=$OUT/stdc_like_int8.onnx
+[ -f "$STDC_FP32" ] || /usr/bin/python3 tools/zoo/stdc_like.py "$STDC_FP32"
+[ -f "$STDC_INT8" ] || build/bench_make_qdq_model "$STDC_FP32" "$STDC_INT8" 1x3x1024x2048
+
+run() {  # name precision engine model shape warmup repeat
+  local json="$OUT/bench_$1_$2_$3.json"
+  build/segslim bench --model "$4" --shape "$5" --engine "$3" --threads "$THREADS" \
+    --warmup "$6" --repeat $(( $7 * REPEAT )) --json "$json" >&2
+  echo "$json"
+}
+results=()
+for engine in onednn torch; do
+  for precision in fp32 int8; do
+    m=ESPNET_${precision^^}
+    results+=("espnet|$precision|$engine|$(run espnet "$precision" "$engine" "${!m}" 1x3x360x480 5 30)")
+    m=STDC_${precision^^}
+    results+=("stdc|$precision|$engine|$(run stdc "$precision" "$engine" "${!m}" 1x3x1024x2048 2 8)")
+  done
+done
+python3 - "$THREADS" "${results[@]}" <<'PY'
+import json, sys
+threads, rows = sys.argv[1], [r.split("|") for r in sys.argv[2:]]
+p50 = {(m, p, e): json.load(open(f))["p50_ms"] for m, p, e, f in rows}
+names = {"espnet": "ESPNet-CamVid 1x3x360x480", "stdc": "STDC1-like 1x3x1024x2048"}
+lines = [f"p50 latency in ms, {threads} threads, this machine; ratios from the same run.", "",
+         "| model | oneDNN FP32 | oneDNN INT8 | INT8 speed-up | LibTorch FP32 (channels_last) | "
+         "LibTorch INT8 (fake-quant) | oneDNN FP32 vs LibTorch FP32 |",
+         "|---|---|---|---|---|---|---|"]
+table = {}
+for m in ("espnet", "stdc"):
+    f, q = p50[(m, "fp32", "onednn")], p50[(m, "int8", "onednn")]
+    tf, tq = p50[(m, "fp32", "torch")], p50[(m, "int8", "torch")]
+    lines.append(f"| {names[m]} | {f:.1f} | {q:.1f} | {f / q:.2f}x | {tf:.1f} | {tq:.1f} | "
+                 f"{tf / f:.2f}x faster |")
+    table[m] = {"onednn_fp32_ms": f, "onednn_int8_ms": q, "int8_speedup": f / q,
+                "torch_fp32_ms": tf, "torch_int8_fakequant_ms": tq, "onednn_vs_torch_fp32": tf / f}
+open("bench/results/engine.md", "w").write("\n".join(lines) + "\n")
+json.dump({"threads": int(threads), "models": table}, open("bench/results/engine.json", "w"), indent=2)
+print("\n".join(lines))
+PY

@@ -1,0 +1,46 @@
+#pragma once
+// Inference on oneDNN: an ONNX graph (FP32, or INT8 as standard QDQ) compiled once into oneDNN
+// primitives (descriptors built at load, buffers bound per run), with convolutions fused with
+// their bias, BatchNorm, activation and residual add, Q/DQ pairs dissolved into int8
+// convolutions, and int8 carried between them. oneDNN types stay out of this header.
+#include <ATen/ATen.h>
+#include <onnx/onnx_pb.h>
+
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace segslim::engine {
+
+struct EngineOptions {
+  // Op types that run INT8 where the QDQ model quantizes them (the original's
+  // enable_mkldnn_int8({...})); empty = every op the model quantizes. Everything else runs FP32.
+  std::set<std::string> int8_op_types;
+  std::string origin = "model";  // for error messages
+};
+
+class Engine {
+ public:
+  // Compiles the graph. What the engine cannot run is refused here with a segslim::Error naming
+  // every unsupported op type with one node each: never a silently wrong answer.
+  explicit Engine(const onnx::ModelProto& model, EngineOptions options = {});
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // input: float32 NCHW on the CPU, any batch and spatial size (primitives are built for a new
+  // shape on first use and cached); returns the first graph output, float32 NCHW, owned.
+  at::Tensor run(const at::Tensor& input);
+
+  // One line per compiled step, e.g. "Conv /stem/Conv int8 u8->s8 +bias +prelu", for
+  // `segslim bench` and tests.
+  std::vector<std::string> describe() const;
+  int num_int8_steps() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace segslim::engine
