@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "common/error.h"
+#include "config/yaml_reader.h"
 #include "common/strings.h"
 
 namespace segslim {
@@ -30,67 +31,17 @@ const std::vector<std::string> kPtqAlgos = {"KL", "hist", "avg", "mse", "abs_max
 const std::vector<std::string> kLrTypes = {"Constant", "CosineAnnealingDecay", "PiecewiseDecay"};
 const std::vector<std::string> kOptimizerTypes = {"SGD", "Momentum", "Adam", "AdamW"};
 
-// Everything a parse step needs for its messages (same phrasing as data/dataset_config.cpp).
-struct Ctx {
-  std::string origin;
-  std::string base_dir;
-  std::string where(const YAML::Node& node) const {
-    const YAML::Mark m = node.Mark();
-    return m.line >= 0 ? str_cat(origin, ":", m.line + 1) : origin;
-  }
-  // Relative paths are relative to the config file's folder, not the working directory, so a
-  // config moved together with its model keeps working.
-  std::string resolve(const std::string& p) const {
-    if (p.empty()) return p;
-    fs::path path(p);
-    if (path.is_absolute()) return path.lexically_normal().string();
-    return (fs::path(base_dir) / path).lexically_normal().string();
-  }
-};
-
-std::string join_path(const std::string& path, const std::string& key) {
-  return path.empty() ? key : path + "." + key;
-}
-
-std::string suggestion(const std::string& name, const std::vector<std::string>& valid) {
-  auto close = closest_names(name, valid, 1);
-  if (close.empty() || edit_distance(name, close[0]) > std::max<size_t>(2, name.size() / 3))
-    return "";
-  return str_cat(" Did you mean '", close[0], "'?");
-}
-
-void check_keys(const Ctx& ctx, const YAML::Node& map, const std::string& path,
-                const std::vector<std::string>& valid) {
-  for (const auto& kv : map) {
-    const std::string key = kv.first.as<std::string>();
-    if (std::find(valid.begin(), valid.end(), key) != valid.end()) continue;
-    throw Error(str_cat(
-        ctx.where(kv.first), ": unknown key '", join_path(path, key), "'.", suggestion(key, valid),
-        " Valid keys (closest first): ", join(closest_names(key, valid, valid.size())), "."));
-  }
-}
+using Ctx = yaml::Source;
+using yaml::check_keys;
+using yaml::flow;
+using yaml::get;
+using yaml::join_path;
+using yaml::suggestion;
 
 // A section or sub-map: a map, or empty (`Distillation:` alone = all defaults).
 void check_map(const Ctx& ctx, const YAML::Node& node, const std::string& path) {
   SEGSLIM_CHECK(node.IsMap() || node.IsNull(), ctx.where(node), ": '", path,
                 "' must be a map of keys.");
-}
-
-std::string flow(const YAML::Node& node) {
-  YAML::Emitter out;
-  out << YAML::Flow << node;
-  return out.c_str();
-}
-
-template <typename T>
-T get(const Ctx& ctx, const YAML::Node& node, const std::string& path, const char* what) {
-  try {
-    if (!node.IsScalar()) throw YAML::Exception(YAML::Mark::null_mark(), "not a scalar");
-    return node.as<T>();
-  } catch (const YAML::Exception&) {
-    throw Error(
-        str_cat(ctx.where(node), ": '", path, "' must be ", what, ", got '", flow(node), "'."));
-  }
 }
 
 std::string get_str(const Ctx& ctx, const YAML::Node& node, const std::string& path) {

@@ -7,6 +7,7 @@
 #include <map>
 
 #include "common/error.h"
+#include "config/yaml_reader.h"
 #include "common/strings.h"
 
 namespace segslim {
@@ -35,43 +36,10 @@ const std::map<std::string, std::vector<std::string>>& transform_key_table() {
   return table;
 }
 
-// Everything a parse step needs for its messages.
-struct Ctx {
-  std::string origin;  // file name
-  std::string where(const YAML::Node& node) const {
-    const YAML::Mark m = node.Mark();
-    return m.line >= 0 ? str_cat(origin, ":", m.line + 1) : origin;
-  }
-};
-
-std::string suggestion(const std::string& name, const std::vector<std::string>& valid) {
-  auto close = closest_names(name, valid, 1);
-  if (close.empty() || edit_distance(name, close[0]) > std::max<size_t>(2, name.size() / 3))
-    return "";
-  return str_cat(" Did you mean '", close[0], "'?");
-}
-
-void check_keys(const Ctx& ctx, const YAML::Node& map, const std::string& path,
-                const std::vector<std::string>& valid) {
-  for (const auto& kv : map) {
-    const std::string key = kv.first.as<std::string>();
-    if (std::find(valid.begin(), valid.end(), key) != valid.end()) continue;
-    throw Error(str_cat(ctx.where(kv.first), ": unknown key '", path, ".", key, "'.",
-                        suggestion(key, valid), " Valid keys: ", join(valid), "."));
-  }
-}
-
-template <typename T>
-T get(const Ctx& ctx, const YAML::Node& node, const std::string& path, const char* what) {
-  try {
-    return node.as<T>();
-  } catch (const YAML::Exception&) {
-    YAML::Emitter out;
-    out << YAML::Flow << node;
-    throw Error(
-        str_cat(ctx.where(node), ": '", path, "' must be ", what, ", got '", out.c_str(), "'."));
-  }
-}
+using Ctx = yaml::Source;
+using yaml::check_keys;
+using yaml::get;
+using yaml::suggestion;
 
 template <size_t N, typename T>
 std::array<T, N> get_array(const Ctx& ctx, const YAML::Node& node, const std::string& path,
@@ -321,7 +289,7 @@ const std::vector<std::string>& transform_keys(const std::string& type) {
 
 DataConfig parse_data_config(const std::string& yaml_text, const std::string& origin,
                              const std::string& base_dir) {
-  Ctx ctx{origin};
+  Ctx ctx{origin, ""};
   YAML::Node root;
   try {
     root = YAML::Load(yaml_text);

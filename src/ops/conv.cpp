@@ -11,15 +11,6 @@ std::string join_ints(const std::vector<int64_t>& v) {
   return s + "]";
 }
 
-// Reads a per-spatial-axis attribute (strides, dilations, ...), checking its length.
-std::vector<int64_t> spatial_attr(const NodeContext& ctx, const std::string& name, size_t n,
-                                  int64_t fallback) {
-  auto v = ctx.attr_ints(name, std::vector<int64_t>(n, fallback));
-  if (v.size() != n)
-    ctx.fail(str_cat("attribute '", name, "' has ", v.size(), " values, expected ", n));
-  return v;
-}
-
 struct Geometry {
   std::vector<int64_t> kernel, strides, dilations, pad_begin, pad_end;
 };

@@ -5,22 +5,6 @@
 namespace segslim::ops {
 namespace {
 
-// Operands may sit on different devices: integer initializers and Constant outputs stay on
-// the host while activations live on the executor's device. Everything moves to the first
-// non-host device found (small constants are cheap to copy; activations never move).
-Tensors on_common_device(const Tensors& in) {
-  c10::optional<at::Device> device;
-  for (const auto& t : in)
-    if (t.defined() && !t.device().is_cpu()) {
-      device = t.device();
-      break;
-    }
-  if (!device) return in;
-  Tensors out;
-  for (const auto& t : in) out.push_back(t.defined() ? t.to(*device) : t);
-  return out;
-}
-
 using Binary = at::Tensor (*)(const at::Tensor&, const at::Tensor&);
 
 Kernel binary(Binary f) {

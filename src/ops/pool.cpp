@@ -14,14 +14,6 @@
 namespace segslim::ops {
 namespace {
 
-std::vector<int64_t> spatial_attr(const NodeContext& ctx, const std::string& name, size_t n,
-                                  int64_t fallback) {
-  auto v = ctx.attr_ints(name, std::vector<int64_t>(n, fallback));
-  if (v.size() != n)
-    ctx.fail(str_cat("attribute '", name, "' has ", v.size(), " values, expected ", n));
-  return v;
-}
-
 struct PoolGeometry {
   std::vector<int64_t> kernel, strides, dilations, pad_begin, pad_end;
   std::vector<int64_t> out;  // output spatial lengths

@@ -20,12 +20,7 @@ c10::optional<std::vector<int64_t>> reduce_axes(const NodeContext& ctx, const Te
     std::iota(axes.begin(), axes.end(), 0);
     return axes;
   }
-  for (auto& a : axes) a = normalize_axis(ctx, a, rank);
-  std::vector<int64_t> sorted = axes;
-  std::sort(sorted.begin(), sorted.end());
-  if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
-    ctx.fail("axes contain a repeated axis");
-  return axes;
+  return normalize_axes(ctx, std::move(axes), rank);
 }
 
 template <typename F>

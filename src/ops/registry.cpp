@@ -1,5 +1,6 @@
 #include "ops/registry.h"
 
+#include <algorithm>
 #include <set>
 
 #include "common/error.h"
@@ -133,6 +134,37 @@ std::vector<int64_t> to_int_vector(const at::Tensor& t) {
   at::Tensor c = t.detach().to(at::kCPU).to(at::kLong).contiguous().reshape({-1});
   const int64_t* p = c.data_ptr<int64_t>();
   return {p, p + c.numel()};
+}
+
+std::vector<int64_t> normalize_axes(const NodeContext& ctx, std::vector<int64_t> axes,
+                                    int64_t rank) {
+  for (auto& a : axes) a = normalize_axis(ctx, a, rank);
+  std::vector<int64_t> sorted = axes;
+  std::sort(sorted.begin(), sorted.end());
+  if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
+    ctx.fail("axes contain a repeated axis");
+  return axes;
+}
+
+std::vector<int64_t> spatial_attr(const NodeContext& ctx, const std::string& name, size_t n,
+                                  int64_t fallback) {
+  auto v = ctx.attr_ints(name, std::vector<int64_t>(n, fallback));
+  if (v.size() != n)
+    ctx.fail(str_cat("attribute '", name, "' has ", v.size(), " values, expected ", n));
+  return v;
+}
+
+Tensors on_common_device(const Tensors& in) {
+  c10::optional<at::Device> device;
+  for (const auto& t : in)
+    if (t.defined() && !t.device().is_cpu()) {
+      device = t.device();
+      break;
+    }
+  if (!device) return in;
+  Tensors out;
+  for (const auto& t : in) out.push_back(t.defined() ? t.to(*device) : t);
+  return out;
 }
 
 }  // namespace segslim::ops

@@ -88,6 +88,16 @@ void check_supported(const onnx::GraphProto& graph, const std::string& origin);
 int64_t normalize_axis(const NodeContext& ctx, int64_t axis, int64_t rank);
 // Reads a 1-D int64/int32 tensor (shape, axes, pads, ...) into a vector on the host.
 std::vector<int64_t> to_int_vector(const at::Tensor& t);
+// Normalizes every axis and fails on a repeated one.
+std::vector<int64_t> normalize_axes(const NodeContext& ctx, std::vector<int64_t> axes,
+                                    int64_t rank);
+// A per-spatial-axis attribute (strides, dilations, ...) of length n, default `fallback` each.
+std::vector<int64_t> spatial_attr(const NodeContext& ctx, const std::string& name, size_t n,
+                                  int64_t fallback);
+// Operands may sit on different devices: integer initializers and Constant outputs stay on
+// the host while activations live on the executor's device. Moves every operand to the first
+// non-host device found (small constants are cheap to copy; activations never move).
+Tensors on_common_device(const Tensors& in);
 // Input i if present and defined.
 inline bool has_input(const Tensors& in, size_t i) { return i < in.size() && in[i].defined(); }
 

@@ -10,30 +10,6 @@
 namespace segslim::ops {
 namespace {
 
-// Integer initializers and Constant outputs live on the host; activations on the executor's
-// device. Operands that must meet (Concat, Where) go to the first non-host device.
-Tensors on_common_device(const Tensors& in) {
-  c10::optional<at::Device> device;
-  for (const auto& t : in)
-    if (t.defined() && !t.device().is_cpu()) {
-      device = t.device();
-      break;
-    }
-  if (!device) return in;
-  Tensors out;
-  for (const auto& t : in) out.push_back(t.defined() ? t.to(*device) : t);
-  return out;
-}
-
-std::vector<int64_t> normalized_axes(const NodeContext& ctx, std::vector<int64_t> axes,
-                                     int64_t rank) {
-  for (auto& a : axes) a = normalize_axis(ctx, a, rank);
-  std::vector<int64_t> sorted = axes;
-  std::sort(sorted.begin(), sorted.end());
-  if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
-    ctx.fail("axes contain a repeated axis");
-  return axes;
-}
 
 // An axes list from the attribute (older opsets) or from input `index` (newer ones).
 std::vector<int64_t> axes_from(const NodeContext& ctx, const Tensors& in, size_t index) {
@@ -111,7 +87,7 @@ Tensors slice(const NodeContext& ctx, const Tensors& in) {
   if (ends.size() != starts.size() || axes.size() != starts.size() || steps.size() != starts.size())
     ctx.fail(str_cat("starts, ends, axes and steps have different lengths (", starts.size(), ", ",
                      ends.size(), ", ", axes.size(), ", ", steps.size(), ")"));
-  axes = normalized_axes(ctx, axes, x.dim());
+  axes = normalize_axes(ctx, axes, x.dim());
   for (size_t i = 0; i < axes.size(); ++i) {
     if (steps[i] == 0) ctx.fail("a step of 0 is not allowed");
     x = slice_axis(x, axes[i], starts[i], ends[i], steps[i]);
@@ -141,7 +117,7 @@ Tensors transpose(const NodeContext& ctx, const Tensors& in) {
     for (int64_t d = x.dim() - 1; d >= 0; --d) perm.push_back(d);
   if (static_cast<int64_t>(perm.size()) != x.dim())
     ctx.fail(str_cat("perm has ", perm.size(), " entries for a rank-", x.dim(), " tensor"));
-  return {x.permute(normalized_axes(ctx, perm, x.dim()))};
+  return {x.permute(normalize_axes(ctx, perm, x.dim()))};
 }
 
 Tensors flatten(const NodeContext& ctx, const Tensors& in) {
@@ -162,7 +138,7 @@ Tensors squeeze(const NodeContext& ctx, const Tensors& in) {
   if (axes_in.empty()) {
     for (int64_t d = 0; d < x.dim(); ++d) drop[d] = x.size(d) == 1;
   } else {
-    for (int64_t a : normalized_axes(ctx, axes_in, x.dim())) {
+    for (int64_t a : normalize_axes(ctx, axes_in, x.dim())) {
       if (x.size(a) != 1) ctx.fail(str_cat("cannot squeeze axis ", a, " of size ", x.size(a)));
       drop[a] = true;
     }
@@ -180,7 +156,7 @@ Tensors unsqueeze(const NodeContext& ctx, const Tensors& in) {
   // Axes index the output, whose rank is the input's plus the number of axes.
   const int64_t rank = x.dim() + static_cast<int64_t>(axes_in.size());
   std::vector<bool> inserted(rank, false);
-  for (int64_t a : normalized_axes(ctx, axes_in, rank)) inserted[a] = true;
+  for (int64_t a : normalize_axes(ctx, axes_in, rank)) inserted[a] = true;
   std::vector<int64_t> shape;
   int64_t next = 0;
   for (int64_t d = 0; d < rank; ++d) shape.push_back(inserted[d] ? 1 : x.size(next++));
@@ -307,7 +283,7 @@ Tensors pad(const NodeContext& ctx, const Tensors& in) {
   }
   if (axes.empty())
     for (int64_t d = 0; d < rank; ++d) axes.push_back(d);
-  axes = normalized_axes(ctx, axes, rank);
+  axes = normalize_axes(ctx, axes, rank);
   const size_t k = axes.size();
   if (pads.size() != 2 * k)
     ctx.fail(str_cat("pads has ", pads.size(), " entries; expected ", 2 * k));

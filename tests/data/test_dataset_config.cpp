@@ -154,7 +154,7 @@ val_dataset:
   EXPECT_NE(msg.find(path), std::string::npos) << msg;
   EXPECT_NE(msg.find("val_dataset.transforms[1].meen"), std::string::npos) << msg;
   EXPECT_NE(msg.find("Did you mean 'mean'"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("type, mean, std"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("Valid keys (closest first): mean, std, type"), std::string::npos) << msg;
   EXPECT_NE(msg.find(":9:"), std::string::npos) << msg;  // the line of `meen`
 }
 

@@ -56,6 +56,16 @@ inline void make_initializer(onnx::ModelProto& model, const std::string& name,
   *g->add_initializer() = tensor_to_proto(value, name);
 }
 
+// Runs the model's graph and returns its outputs in graph order.
+inline std::vector<at::Tensor> run_model(const onnx::ModelProto& model, const TensorMap& feeds,
+                                         ExecutorOptions options = {}) {
+  Executor exec(model, options);
+  TensorMap out = exec.run(feeds);
+  std::vector<at::Tensor> result;
+  for (const auto& name : exec.output_names()) result.push_back(out.at(name));
+  return result;
+}
+
 // Runs the model (first output) in the given float type.
 inline at::Tensor run_first(const onnx::ModelProto& model, const TensorMap& feeds,
                             at::ScalarType float_type = at::kDouble) {

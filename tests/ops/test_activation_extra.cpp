@@ -2,7 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "common/error.h"
-#include "ops/extra_support.h"
+#include "ops/op_test_util.h"
 
 namespace segslim::testing {
 namespace {
@@ -49,7 +49,7 @@ TEST(ActivationExtra, PReluPerChannelSlopeAndItsGradient) {
 
 TEST(ActivationExtra, PReluSlopeInitializerIsTrainable) {
   auto m = one_node_model("PRelu", {"x", "slope"}, {"y"});
-  add_initializer(m.model, "slope", at::full({3, 1, 1}, 0.25f));
+  make_initializer(m.model, "slope", at::full({3, 1, 1}, 0.25f));
   Executor exec(m.model);
   ASSERT_EQ(exec.named_weights().size(), 1u);
   EXPECT_EQ(exec.named_weights()[0].first, "slope");
@@ -63,8 +63,8 @@ TEST(ActivationExtra, PReluRejectsSlopeThatDoesNotBroadcast) {
 
 TEST(ActivationExtra, ClipOpset7Attributes) {
   auto m = one_node_model("Clip", {"x"}, {"y"}, 7);
-  add_float(m.node, "min", -1.f);
-  add_float(m.node, "max", 0.5f);
+  set_float(m.node, "min", -1.f);
+  set_float(m.node, "max", 0.5f);
   const auto y = run_model(m.model, {{"x", at::tensor({-3.f, -0.2f, 0.4f, 9.f})}})[0];
   EXPECT_TRUE(all_close(y, at::tensor({-1.f, -0.2f, 0.4f, 0.5f}), 0, 0));
 }
@@ -85,8 +85,8 @@ TEST(ActivationExtra, ClipOpset13IntegerWithOnlyMax) {
 
 TEST(ActivationExtra, HardSigmoidAttributes) {
   auto m = one_node_model("HardSigmoid", {"x"}, {"y"});
-  add_float(m.node, "alpha", 0.5f);
-  add_float(m.node, "beta", 0.25f);
+  set_float(m.node, "alpha", 0.5f);
+  set_float(m.node, "beta", 0.25f);
   // max(0, min(1, 0.5 x + 0.25))
   const auto y = run_model(m.model, {{"x", at::tensor({-2.f, 0.f, 1.f, 4.f})}})[0];
   EXPECT_TRUE(all_close(y, at::tensor({0.f, 0.25f, 0.75f, 1.f}), 0, 1e-7));

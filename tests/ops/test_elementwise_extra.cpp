@@ -1,7 +1,7 @@
 // Elementwise behaviour the ONNX conformance cases miss, against hand-computed values.
 #include <gtest/gtest.h>
 
-#include "ops/extra_support.h"
+#include "ops/op_test_util.h"
 
 namespace segslim::testing {
 namespace {
@@ -16,11 +16,11 @@ TEST(ElementwiseExtra, IntegerDivTruncatesTowardZero) {
 
 TEST(ElementwiseExtra, VectorInitializersTrainScalarOnesDoNot) {
   auto m = one_node_model("Add", {"x", "bias"}, {"y"});
-  add_initializer(m.model, "bias", at::ones({3}));
+  make_initializer(m.model, "bias", at::ones({3}));
   EXPECT_EQ(Executor(m.model).named_weights().size(), 1u);
 
   auto s = one_node_model("Mul", {"x", "scale"}, {"y"});
-  add_initializer(s.model, "scale", at::full({1}, 2.f));
+  make_initializer(s.model, "scale", at::full({1}, 2.f));
   EXPECT_TRUE(Executor(s.model).named_weights().empty());
 }
 

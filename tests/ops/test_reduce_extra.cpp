@@ -3,15 +3,15 @@
 
 #include <cmath>
 
-#include "ops/extra_support.h"
+#include "ops/op_test_util.h"
 
 namespace segslim::testing {
 namespace {
 
 TEST(ReduceExtra, ReduceSumOpset11AxesAttribute) {
   auto m = one_node_model("ReduceSum", {"x"}, {"y"}, 11);
-  add_ints(m.node, "axes", {0, -1});
-  add_int(m.node, "keepdims", 0);
+  set_ints(m.node, "axes", {0, -1});
+  set_int(m.node, "keepdims", 0);
   const at::Tensor x = at::arange(24, at::kFloat).reshape({2, 3, 4});
   const auto y = run_model(m.model, {{"x", x}})[0];
   std::vector<float> expected(3, 0.f);
@@ -23,7 +23,7 @@ TEST(ReduceExtra, ReduceSumOpset11AxesAttribute) {
 
 TEST(ReduceExtra, ReduceSumNoopWithEmptyAxes) {
   auto m = one_node_model("ReduceSum", {"x"}, {"y"}, 13);
-  add_int(m.node, "noop_with_empty_axes", 1);
+  set_int(m.node, "noop_with_empty_axes", 1);
   const at::Tensor x = at::randn({2, 3});
   EXPECT_TRUE(all_close(run_model(m.model, {{"x", x}})[0], x, 0, 0));
 }
@@ -40,7 +40,7 @@ TEST(ReduceExtra, SoftmaxOpset11CoercesTo2D) {
   // Softmax-11 with axis 1 on [2, 3, 4] normalizes jointly over the last 12 elements of each
   // batch item (not over axis 1 alone, as Softmax-13 would).
   auto m = one_node_model("Softmax", {"x"}, {"y"}, 11);
-  add_int(m.node, "axis", 1);
+  set_int(m.node, "axis", 1);
   at::manual_seed(5);
   const at::Tensor x = at::randn({2, 3, 4}, at::kDouble);
   ExecutorOptions opts;
@@ -61,9 +61,9 @@ TEST(ReduceExtra, SoftmaxOpset11CoercesTo2D) {
 
 TEST(ReduceExtra, ArgMaxSelectLastIndexWithTies) {
   auto m = one_node_model("ArgMax", {"x"}, {"i"});
-  add_int(m.node, "axis", 1);
-  add_int(m.node, "keepdims", 0);
-  add_int(m.node, "select_last_index", 1);
+  set_int(m.node, "axis", 1);
+  set_int(m.node, "keepdims", 0);
+  set_int(m.node, "select_last_index", 1);
   const auto i = run_model(
       m.model, {{"x", at::tensor({3.f, 1.f, 3.f, 2.f, 5.f, 5.f, 5.f, 0.f}).reshape({2, 4})}})[0];
   EXPECT_EQ(i.scalar_type(), at::kLong);

@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "common/error.h"
-#include "ops/extra_support.h"
+#include "ops/op_test_util.h"
 
 namespace segslim::testing {
 namespace {
@@ -12,7 +12,7 @@ at::Tensor f(std::vector<float> v) { return at::tensor(v); }
 
 TEST(TensorExtra, SplitOpset11Attribute) {
   auto m = one_node_model("Split", {"x"}, {"a", "b"}, 11);
-  add_ints(m.node, "split", {1, 3});
+  set_ints(m.node, "split", {1, 3});
   const auto out = run_model(m.model, {{"x", f({1, 2, 3, 4})}});
   EXPECT_TRUE(all_close(out[0], f({1}), 0, 0));
   EXPECT_TRUE(all_close(out[1], f({2, 3, 4}), 0, 0));
@@ -20,7 +20,7 @@ TEST(TensorExtra, SplitOpset11Attribute) {
 
 TEST(TensorExtra, SplitEqualPartsFromOutputCount) {
   auto m = one_node_model("Split", {"x"}, {"a", "b", "c"}, 13);
-  add_int(m.node, "axis", 1);
+  set_int(m.node, "axis", 1);
   const auto out = run_model(m.model, {{"x", at::arange(12, at::kFloat).reshape({2, 6})}});
   ASSERT_EQ(out.size(), 3u);
   EXPECT_TRUE(all_close(out[2], f({4, 5, 10, 11}).reshape({2, 2}), 0, 0));
@@ -33,26 +33,26 @@ TEST(TensorExtra, SplitRefusesUnevenEqualSplit) {
 
 TEST(TensorExtra, SqueezeAndUnsqueezeOpset11Attributes) {
   auto sq = one_node_model("Squeeze", {"x"}, {"y"}, 11);
-  add_ints(sq.node, "axes", {-1, 0});
+  set_ints(sq.node, "axes", {-1, 0});
   EXPECT_EQ(run_model(sq.model, {{"x", at::zeros({1, 3, 1, 1})}})[0].sizes(),
             at::IntArrayRef({3, 1}));
   auto un = one_node_model("Unsqueeze", {"x"}, {"y"}, 11);
-  add_ints(un.node, "axes", {3, 0});
+  set_ints(un.node, "axes", {3, 0});
   EXPECT_EQ(run_model(un.model, {{"x", at::zeros({2, 3})}})[0].sizes(),
             at::IntArrayRef({1, 2, 3, 1}));
 }
 
 TEST(TensorExtra, SqueezeRefusesNonUnitAxis) {
   auto sq = one_node_model("Squeeze", {"x"}, {"y"}, 11);
-  add_ints(sq.node, "axes", {1});
+  set_ints(sq.node, "axes", {1});
   EXPECT_THROW(run_model(sq.model, {{"x", at::zeros({1, 3})}}), Error);
 }
 
 TEST(TensorExtra, SliceOpset9Attributes) {
   auto m = one_node_model("Slice", {"x"}, {"y"}, 9);
-  add_ints(m.node, "starts", {1, -2});
-  add_ints(m.node, "ends", {1000, -1});
-  add_ints(m.node, "axes", {0, 1});
+  set_ints(m.node, "starts", {1, -2});
+  set_ints(m.node, "ends", {1000, -1});
+  set_ints(m.node, "axes", {0, 1});
   const at::Tensor x = at::arange(12, at::kFloat).reshape({3, 4});
   EXPECT_TRUE(all_close(run_model(m.model, {{"x", x}})[0], f({6, 10}).reshape({2, 1}), 0, 0));
 }
@@ -107,7 +107,7 @@ TEST(TensorExtra, PadReflectAndEdgeMatchNaive) {
   const std::vector<float> row{1, 2, 3, 4};
   for (const std::string mode : {"reflect", "edge"}) {
     auto m = one_node_model("Pad", {"x", "pads"}, {"y"}, 13);
-    add_string(m.node, "mode", mode);
+    set_string(m.node, "mode", mode);
     // 2-D: rows padded (0, 1) on axis 0 by repeating the row, columns (2, -1) on axis 1.
     const at::Tensor x = f(row).reshape({1, 4}).repeat({2, 1});
     const auto y =
@@ -119,14 +119,14 @@ TEST(TensorExtra, PadReflectAndEdgeMatchNaive) {
 
 TEST(TensorExtra, PadOpset7ConstantAttributes) {
   auto m = one_node_model("Pad", {"x"}, {"y"}, 7);
-  add_ints(m.node, "pads", {1, 2});
-  add_float(m.node, "value", 9.f);
+  set_ints(m.node, "pads", {1, 2});
+  set_float(m.node, "value", 9.f);
   EXPECT_TRUE(all_close(run_model(m.model, {{"x", f({1, 2})}})[0], f({9, 1, 2, 9, 9}), 0, 0));
 }
 
 TEST(TensorExtra, PadRefusesWrapMode) {
   auto m = one_node_model("Pad", {"x", "pads"}, {"y"}, 13);
-  add_string(m.node, "mode", "wrap");
+  set_string(m.node, "mode", "wrap");
   EXPECT_THROW(run_model(m.model, {{"x", f({1, 2})}, {"pads", at::tensor({1, 1}, at::kLong)}}),
                Error);
 }
@@ -156,7 +156,7 @@ TEST(TensorExtra, DropoutTrainingScalesKeptElements) {
 
 TEST(TensorExtra, CastRefusesStringTarget) {
   auto m = one_node_model("Cast", {"x"}, {"y"}, 13);
-  add_int(m.node, "to", onnx::TensorProto::STRING);
+  set_int(m.node, "to", onnx::TensorProto::STRING);
   EXPECT_THROW(run_model(m.model, {{"x", f({1})}}), Error);
 }
 
@@ -182,7 +182,7 @@ TEST(TensorExtra, ShapeGatherConcatReshapeWithDynamicBatch) {
   node("Gather", {"shape", "zero"}, "batch");
   node("Unsqueeze", {"batch", "axes0"}, "batch1");
   node("Concat", {"batch1", "minus1"}, "target");
-  add_int(g->mutable_node(3), "axis", 0);
+  set_int(g->mutable_node(3), "axis", 0);
   node("Reshape", {"x", "target"}, "y");
   auto* in = g->add_input();
   in->set_name("x");
@@ -190,9 +190,9 @@ TEST(TensorExtra, ShapeGatherConcatReshapeWithDynamicBatch) {
   auto* out = g->add_output();
   out->set_name("y");
   out->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
-  add_initializer(model, "zero", at::scalar_tensor(0, at::kLong));
-  add_initializer(model, "axes0", at::tensor({int64_t{0}}));
-  add_initializer(model, "minus1", at::tensor({int64_t{-1}}));
+  make_initializer(model, "zero", at::scalar_tensor(0, at::kLong));
+  make_initializer(model, "axes0", at::tensor({int64_t{0}}));
+  make_initializer(model, "minus1", at::tensor({int64_t{-1}}));
 
   Executor exec(model);
   for (int64_t batch : {1, 3}) {
