@@ -7,6 +7,7 @@ PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libtorch-dev            # LibTorch 1.13: training ops and autograd
   libdnnl-dev             # oneDNN 2.6: inference engine
+  ocl-icd-opencl-dev opencl-headers  # Debian's dnnl CMake config requires OpenCL (its GPU runtime)
   libonnx-dev libprotobuf-dev protobuf-compiler  # ONNX model I/O, checker, shape inference
   libopencv-dev           # image I/O and resizing
   libyaml-cpp-dev libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev

@@ -25,8 +25,10 @@ struct ModelRunner {
 
 // kAuto: the oneDNN engine when it accepts the model, else the LibTorch executor (with a note
 // naming what the engine refused). kOnednn refuses models the engine cannot run.
-// `channels_last` applies to the LibTorch executor (its fastest CPU layout).
+// `channels_last` applies to the LibTorch executor: its fastest CPU layout, for benchmarks. Off
+// by default: another summation order moves a few quantized values across a rounding boundary,
+// so eval and predict use the exact numerics compress trained and evaluated with.
 ModelRunner make_runner(const onnx::ModelProto& model, Backend backend, const std::string& origin,
-                        bool channels_last = true);
+                        bool channels_last = false);
 
 }  // namespace segslim

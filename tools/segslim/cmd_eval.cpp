@@ -8,6 +8,7 @@
 #include "data/dataset_config.h"
 #include "graph/model.h"
 #include "metrics/evaluate.h"
+#include "runtime/model_runner.h"
 #include "viz/iou_chart.h"
 
 namespace segslim::cli {
@@ -15,7 +16,7 @@ namespace segslim::cli {
 namespace {
 
 struct EvalArgs {
-  std::string model, data, data_root, list, json, plot;
+  std::string model, data, data_root, list, json, plot, engine;
   int batch = 0, threads = 1, workers = 2;
 };
 
@@ -41,12 +42,14 @@ void run_eval(const EvalArgs& args) {
   SegDataset dataset(spec);  // reads and checks the list before the model is loaded
   onnx::ModelProto model = load_model(args.model);
   apply_threads(args.threads);
-  Executor exec(std::move(model), ExecutorOptions{at::kCPU, at::kFloat, args.model});
+  ModelRunner runner = make_runner(model, parse_backend(args.engine), args.model);
+  if (!runner.note.empty()) std::cerr << "note: " << runner.note << "\n";
 
   EvalOptions options;
   options.batch_size = args.batch > 0 ? args.batch : config.batch_size.value_or(1);
   options.num_workers = args.workers;
-  EvalResult r = evaluate(exec, dataset, options);
+  EvalResult r = evaluate(runner.forward, dataset, options);
+  std::cout << "engine: " << runner.backend << "\n";
   print_report(r, spec);
   if (!args.plot.empty()) {
     std::vector<std::string> names;
@@ -78,7 +81,8 @@ void run_eval(const EvalArgs& args) {
                         {"images_per_s", r.images_per_s},
                         {"seconds", r.seconds},
                         {"batch_size", options.batch_size},
-                        {"threads", args.threads}};
+                        {"threads", args.threads},
+                        {"engine", runner.backend}};
     write_file_atomic(args.json, j.dump(2) + "\n");
     std::cout << "wrote " << args.json << "\n";
   }
@@ -98,6 +102,7 @@ void add_eval_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--workers", args->workers, "image loading threads")->check(CLI::NonNegativeNumber);
   add_threads_option(*cmd, args->threads);
+  add_engine_option(*cmd, args->engine);
   cmd->add_option("--json", args->json, "write the metrics as JSON");
   cmd->add_option("--plot", args->plot, "write the per-class IoU as a bar chart PNG");
   cmd->callback([args] { run_eval(*args); });

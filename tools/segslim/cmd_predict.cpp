@@ -7,7 +7,7 @@
 #include "common/error.h"
 #include "data/dataset_config.h"
 #include "data/inference_image.h"
-#include "exec/executor.h"
+#include "runtime/model_runner.h"
 #include "graph/model.h"
 #include "metrics/evaluate.h"
 #include "viz/palette.h"
@@ -17,7 +17,7 @@ namespace segslim::cli {
 namespace {
 
 struct PredictArgs {
-  std::string model, data, image, out, raw;
+  std::string model, data, image, out, raw, engine;
   bool overlay = false;
   int threads = 1;
 };
@@ -28,9 +28,10 @@ void run_predict(const PredictArgs& args) {
   InferenceImage image = load_inference_image(spec, args.image);
   onnx::ModelProto model = load_model(args.model);
   apply_threads(args.threads);
-  Executor exec(std::move(model), ExecutorOptions{at::kCPU, at::kFloat, args.model});
+  ModelRunner runner = make_runner(model, parse_backend(args.engine), args.model);
+  if (!runner.note.empty()) std::cerr << "note: " << runner.note << "\n";
   at::InferenceMode guard;
-  at::Tensor out = exec.forward(image.input);
+  at::Tensor out = runner.forward(image.input);
   // class ids at the original image's resolution
   at::Tensor ids =
       class_map(out, {image.original_bgr.rows, image.original_bgr.cols})[0].to(at::kLong);
@@ -68,6 +69,7 @@ void add_predict_command(CLI::App& app) {
   cmd->add_flag("--overlay", args->overlay, "blend the colours over the image");
   cmd->add_option("--raw", args->raw, "also write the 8-bit class-id map");
   add_threads_option(*cmd, args->threads);
+  add_engine_option(*cmd, args->engine);
   cmd->callback([args] { run_predict(*args); });
 }
 

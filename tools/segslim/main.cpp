@@ -16,6 +16,14 @@ void add_threads_option(CLI::App& cmd, int& threads) {
       ->check(CLI::PositiveNumber);
 }
 
+void add_engine_option(CLI::App& cmd, std::string& engine) {
+  // LibTorch by default until the oneDNN engine is faster on the models we ship (README).
+  engine = "torch";
+  cmd.add_option("--engine", engine,
+                 "torch (default), onednn (experimental), auto (oneDNN unless it cannot run "
+                 "the model)");
+}
+
 void apply_threads(int threads) { at::set_num_threads(threads); }
 
 std::vector<int64_t> parse_shape(const std::string& text, const std::string& flag) {
@@ -46,6 +54,7 @@ int main(int argc, char** argv) {
   segslim::cli::add_eval_command(app);
   segslim::cli::add_predict_command(app);
   segslim::cli::add_compress_command(app);
+  segslim::cli::add_bench_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
