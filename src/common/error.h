@@ -23,7 +23,7 @@ std::string str_cat(const Args&... args) {
 
 }  // namespace segslim
 
-#define SEGSLIM_CHECK(cond, ...)                                 \
-  do {                                                           \
+#define SEGSLIM_CHECK(cond, ...)                                          \
+  do {                                                                    \
     if (!(cond)) throw ::segslim::Error(::segslim::str_cat(__VA_ARGS__)); \
   } while (0)

@@ -36,9 +36,9 @@ void Progress::draw(bool final_line, const std::string& status) {
   const double elapsed = elapsed_seconds();
   const double rate = elapsed > 0 ? done_ / elapsed : 0.0;
   const double eta = rate > 0 && total_ > done_ ? (total_ - done_) / rate : 0.0;
-  std::string line = fmt::format("[{}] {}/{} {} | {:.2f} {}/s | {} {:.0f}s", label_, done_, total_,
-                                 unit_, rate, unit_, final_line ? "took" : "ETA",
-                                 final_line ? elapsed : eta);
+  std::string line =
+      fmt::format("[{}] {}/{} {} | {:.2f} {}/s | {} {:.0f}s", label_, done_, total_, unit_, rate,
+                  unit_, final_line ? "took" : "ETA", final_line ? elapsed : eta);
   if (!status.empty()) line += " | " + status;
   std::fprintf(stderr, tty_ ? "\r%s%s" : "%s%s", line.c_str(),
                tty_ && !final_line ? "\033[K" : "\n");

@@ -20,15 +20,15 @@ ActivationParams calibrate(const onnx::ModelProto& fp32_model,
   // The observed tensors are node inputs: a tensor read by several nodes is observed once per
   // forward, at its first reader.
   std::set<std::string> seen_this_batch;
-  exec.set_node_observer([&](const onnx::NodeProto& node, const ops::Tensors& in,
-                             const ops::Tensors&) {
-    for (int i = 0; i < node.input_size() && i < static_cast<int>(in.size()); ++i) {
-      auto it = observers.find(node.input(i));
-      if (it == observers.end() || !in[i].defined()) continue;
-      if (!seen_this_batch.insert(node.input(i)).second) continue;
-      it->second->observe(in[i]);
-    }
-  });
+  exec.set_node_observer(
+      [&](const onnx::NodeProto& node, const ops::Tensors& in, const ops::Tensors&) {
+        for (int i = 0; i < node.input_size() && i < static_cast<int>(in.size()); ++i) {
+          auto it = observers.find(node.input(i));
+          if (it == observers.end() || !in[i].defined()) continue;
+          if (!seen_this_batch.insert(node.input(i)).second) continue;
+          it->second->observe(in[i]);
+        }
+      });
 
   Progress progress("calibrate " + options.algo, num_batches, "batch");
   at::InferenceMode guard;

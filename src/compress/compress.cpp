@@ -1,11 +1,11 @@
 #include "compress/compress.h"
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "common/error.h"
@@ -65,8 +65,8 @@ struct Workspace {
   int eval_batch = 4;
 };
 
-CalibrationOptions calibration_options(const std::string& algo, double hist_percent,
-                                       int batch_size, int batch_nums, const QuantAwareConfig& qa) {
+CalibrationOptions calibration_options(const std::string& algo, double hist_percent, int batch_size,
+                                       int batch_nums, const QuantAwareConfig& qa) {
   CalibrationOptions co;
   co.algo = algo;
   co.observer.hist_percent = hist_percent;
@@ -95,14 +95,15 @@ CompressSummary run_compress(const CompressRequest& req) {
   const std::string data_path = !req.data_path.empty() ? req.data_path : cfg.global.data;
   SEGSLIM_CHECK(!data_path.empty(), req.config_path,
                 ": no dataset given: pass --data or set Global.data (a dataset YAML)");
-  w.out_dir = !req.out_dir.empty()                 ? req.out_dir
-              : !cfg.global.output_dir.empty()     ? cfg.global.output_dir
-                                                   : std::string("output/compress");
+  w.out_dir = !req.out_dir.empty()             ? req.out_dir
+              : !cfg.global.output_dir.empty() ? cfg.global.output_dir
+                                               : std::string("output/compress");
   w.model_out = (fs::path(w.out_dir) / "model.onnx").string();
   w.report_path = (fs::path(w.out_dir) / "compress_report.json").string();
   w.checkpoint_dir = (fs::path(w.out_dir) / "checkpoint").string();
   SEGSLIM_CHECK(fs::weakly_canonical(w.model_out) != fs::weakly_canonical(w.model_path),
-                "the output ", w.model_out, " would overwrite the input model: choose another --out");
+                "the output ", w.model_out,
+                " would overwrite the input model: choose another --out");
 
   // Everything a user can get wrong is checked before any work starts.
   w.fp32 = load_model(w.model_path);
@@ -123,8 +124,9 @@ CompressSummary run_compress(const CompressRequest& req) {
                          : cfg.hpo                    ? "hpo"
                          : cfg.quant_post             ? "ptq"
                                                       : "auto";
-  SEGSLIM_CHECK(!(strategy == "qat" && !cfg.train), req.config_path,
-                ": QuantAware needs a TrainConfig section (epochs or train_iter, learning_rate, ...)");
+  SEGSLIM_CHECK(
+      !(strategy == "qat" && !cfg.train), req.config_path,
+      ": QuantAware needs a TrainConfig section (epochs or train_iter, learning_rate, ...)");
   passes::QuantPolicy policy;
   policy.op_types = {qa.onnx_op_types.begin(), qa.onnx_op_types.end()};
   policy.not_quant_patterns = qa.not_quant_pattern;
@@ -133,9 +135,11 @@ CompressSummary run_compress(const CompressRequest& req) {
   int folded_count = 0;
   w.folded = qa.freeze_bn ? passes::fold_batchnorm(w.fp32, &folded_count) : w.fp32;
   const passes::QdqModel qdq = passes::insert_qdq(w.folded, policy);
-  std::fprintf(stderr, "%s: %s strategy; %d BatchNormalization folded; %zu weights and %zu "
-               "activations quantized\n", w.model_path.c_str(), strategy.c_str(), folded_count,
-               qdq.weights.size(), qdq.activations.size());
+  std::fprintf(stderr,
+               "%s: %s strategy; %d BatchNormalization folded; %zu weights and %zu "
+               "activations quantized\n",
+               w.model_path.c_str(), strategy.c_str(), folded_count, qdq.weights.size(),
+               qdq.activations.size());
 
   const at::Device device = at::kCPU;
   Executor teacher(w.fp32, ExecutorOptions{device, at::kFloat, w.model_path});
@@ -178,7 +182,8 @@ CompressSummary run_compress(const CompressRequest& req) {
             if (static_cast<int>(trials.size()) < h.max_quant_count)
               trials.push_back(calibration_options(algo, hp, qp.batch_size, bn, qa));
     } else {
-      trials.push_back(calibration_options(qp.algo, qp.hist_percent, qp.batch_size, qp.batch_nums, qa));
+      trials.push_back(
+          calibration_options(qp.algo, qp.hist_percent, qp.batch_size, qp.batch_nums, qa));
     }
     double best = -1;
     ActivationParams best_params;
@@ -189,8 +194,10 @@ CompressSummary run_compress(const CompressRequest& req) {
       SegMetrics m = evaluate(student, *w.val, eo).metrics;
       std::fprintf(stderr, "[ptq] %s (hist_percent %g, %d batches): val mIoU %.4f\n",
                    co.algo.c_str(), co.observer.hist_percent, co.batch_nums, m.miou);
-      trial_log.push_back({{"algo", co.algo}, {"hist_percent", co.observer.hist_percent},
-                           {"batch_num", co.batch_nums}, {"miou", m.miou}});
+      trial_log.push_back({{"algo", co.algo},
+                           {"hist_percent", co.observer.hist_percent},
+                           {"batch_num", co.batch_nums},
+                           {"miou", m.miou}});
       if (m.miou > best) {
         best = m.miou;
         best_params = params;
@@ -236,12 +243,9 @@ CompressSummary run_compress(const CompressRequest& req) {
       save_best(w, model);
     };
     QatResult r = train_qat(setup);
-    qat_json = {{"iterations", r.iterations},
-                {"best_iteration", r.best_iteration},
-                {"best_val", to_json(r.best_metrics)},
-                {"train_seconds_this_run", r.train_seconds},
-                {"train_images_per_s", r.images_per_s},
-                {"resumed", r.resumed},
+    qat_json = {{"iterations", r.iterations},           {"best_iteration", r.best_iteration},
+                {"best_val", to_json(r.best_metrics)},  {"train_seconds_this_run", r.train_seconds},
+                {"train_images_per_s", r.images_per_s}, {"resumed", r.resumed},
                 {"batch_size", setup.batch_size}};
   } else {
     save_best(w, passes::export_qdq(student.export_model()));
@@ -257,23 +261,23 @@ CompressSummary run_compress(const CompressRequest& req) {
   summary.wall_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
 
-  nlohmann::json report = {
-      {"model", w.model_path},
-      {"data", data_path},
-      {"config", req.config_path},
-      {"config_text", read_text(req.config_path)},
-      {"strategy", strategy},
-      {"output_model", w.model_out},
-      {"class_names", w.data.val->class_names},
-      {"fp32", to_json(summary.fp32)},
-      {"int8", to_json(summary.int8)},
-      {"ptq_algo", ptq_algo},
-      {"ptq_drop_points", drop_points},
-      {"threads", req.threads},
-      {"wall_seconds_this_run", summary.wall_seconds},
-      {"quantized", {{"weights", qdq.weights.size()},
-                     {"activations", qdq.activations.size()},
-                     {"batchnorm_folded", folded_count}}}};
+  nlohmann::json report = {{"model", w.model_path},
+                           {"data", data_path},
+                           {"config", req.config_path},
+                           {"config_text", read_text(req.config_path)},
+                           {"strategy", strategy},
+                           {"output_model", w.model_out},
+                           {"class_names", w.data.val->class_names},
+                           {"fp32", to_json(summary.fp32)},
+                           {"int8", to_json(summary.int8)},
+                           {"ptq_algo", ptq_algo},
+                           {"ptq_drop_points", drop_points},
+                           {"threads", req.threads},
+                           {"wall_seconds_this_run", summary.wall_seconds},
+                           {"quantized",
+                            {{"weights", qdq.weights.size()},
+                             {"activations", qdq.activations.size()},
+                             {"batchnorm_folded", folded_count}}}};
   if (summary.ptq) report["ptq"] = to_json(*summary.ptq);
   if (extra.contains("ptq_trials")) report["ptq_trials"] = extra["ptq_trials"];
   if (!qat_json.is_null()) report["qat"] = qat_json;

@@ -2,10 +2,10 @@
 
 #include <fmt/format.h>
 
-#include <csignal>
-#include <cstdlib>
 #include <chrono>
 #include <cmath>
+#include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <set>
 
@@ -104,18 +104,18 @@ QatResult train_qat(const QatSetup& s) {
     }
   bool observing = false;
   bool nonfinite_activation = false;  // divergence shows here before it reaches the loss
-  student.set_node_observer([&](const onnx::NodeProto& node, const ops::Tensors& in,
-                                const ops::Tensors&) {
-    if (!observing || node.op_type() != "QuantizeLinear" || in.empty()) return;
-    auto it = observers.find(node.input(0));
-    if (it == observers.end()) return;
-    at::Tensor x = in[0].detach();
-    if (!at::isfinite(x).all().item<bool>()) {
-      nonfinite_activation = true;  // reported with the loss check below
-      return;
-    }
-    it->second->observe(x);
-  });
+  student.set_node_observer(
+      [&](const onnx::NodeProto& node, const ops::Tensors& in, const ops::Tensors&) {
+        if (!observing || node.op_type() != "QuantizeLinear" || in.empty()) return;
+        auto it = observers.find(node.input(0));
+        if (it == observers.end()) return;
+        at::Tensor x = in[0].detach();
+        if (!at::isfinite(x).all().item<bool>()) {
+          nonfinite_activation = true;  // reported with the loss check below
+          return;
+        }
+        it->second->observe(x);
+      });
   auto update_activation_scales = [&] {
     at::NoGradGuard no_grad;
     for (const auto& [tensor, obs] : observers) {
@@ -205,8 +205,7 @@ QatResult train_qat(const QatSetup& s) {
       best = r.metrics.miou;
       result.best_iteration = iteration;
       result.best_metrics = r.metrics;
-      if (s.on_best)
-        s.on_best(passes::export_qdq(student.export_model()), r.metrics, iteration);
+      if (s.on_best) s.on_best(passes::export_qdq(student.export_model()), r.metrics, iteration);
     }
   };
 
@@ -243,10 +242,10 @@ QatResult train_qat(const QatSetup& s) {
 
     at::Tensor loss = at::zeros({}, images_dev.options());
     for (const auto& [t, st] : pairs) {
-      at::Tensor d = dc.loss == "soft_label"
-                         ? soft_label_distill_loss(student_out.at(st), teacher_out.at(t),
-                                                   dc.temperature)
-                         : l2_distill_loss(student_out.at(st), teacher_out.at(t));
+      at::Tensor d =
+          dc.loss == "soft_label"
+              ? soft_label_distill_loss(student_out.at(st), teacher_out.at(t), dc.temperature)
+              : l2_distill_loss(student_out.at(st), teacher_out.at(t));
       loss = loss + dc.alpha * d;
     }
     if (need_ce) {
@@ -256,14 +255,13 @@ QatResult train_qat(const QatSetup& s) {
     }
     const double loss_value = nonfinite_activation ? NAN : loss.item<double>();
     if (!std::isfinite(loss_value)) {
-      throw Error(str_cat(
-          "the loss became ", loss_value, " at iteration ", it, " (lr ",
-          schedule.at(it), "); training stopped. ",
-          result.best_iteration >= 0
-              ? str_cat("The best model so far (val mIoU ", best, ", iteration ",
-                        result.best_iteration, ") is kept.")
-              : std::string("No model was exported yet."),
-          " Lower TrainConfig.learning_rate or add optimizer_builder.grad_clip."));
+      throw Error(str_cat("the loss became ", loss_value, " at iteration ", it, " (lr ",
+                          schedule.at(it), "); training stopped. ",
+                          result.best_iteration >= 0
+                              ? str_cat("The best model so far (val mIoU ", best, ", iteration ",
+                                        result.best_iteration, ") is kept.")
+                              : std::string("No model was exported yet."),
+                          " Lower TrainConfig.learning_rate or add optimizer_builder.grad_clip."));
     }
     optimizer.zero_grad();
     loss.backward();

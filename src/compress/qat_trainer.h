@@ -16,17 +16,17 @@ namespace segslim {
 
 struct QatSetup {
   const CompressConfig* config = nullptr;
-  TrainConfig train;                        // the resolved TrainConfig
-  Executor* teacher = nullptr;              // FP32, frozen
-  Executor* student = nullptr;              // Q/DQ graph, scales initialised (calibration)
-  const passes::QdqModel* qdq = nullptr;    // where the Q/DQ pairs are
+  TrainConfig train;                      // the resolved TrainConfig
+  Executor* teacher = nullptr;            // FP32, frozen
+  Executor* student = nullptr;            // Q/DQ graph, scales initialised (calibration)
+  const passes::QdqModel* qdq = nullptr;  // where the Q/DQ pairs are
   const SegDataset* train_data = nullptr;
   const SegDataset* val_data = nullptr;
   int batch_size = 4;
   int eval_batch_size = 4;
   std::string checkpoint_dir;
   bool resume = false;
-  std::string extra_json;                   // stored in every checkpoint (report pieces)
+  std::string extra_json;  // stored in every checkpoint (report pieces)
   // Called with the exportable student model whenever validation mIoU improves.
   std::function<void(const onnx::ModelProto& model, const SegMetrics& metrics, int64_t iter)>
       on_best;

@@ -7,8 +7,8 @@
 #include <map>
 
 #include "common/error.h"
-#include "config/yaml_reader.h"
 #include "common/strings.h"
+#include "config/yaml_reader.h"
 
 namespace segslim {
 

@@ -110,8 +110,8 @@ void Executor::compile() {
   // in a QAT student the FP32 weight reaches Conv through QuantizeLinear -> DequantizeLinear.
   // Walk the graph's nodes (not the steps: fused DQ steps no longer exist) backwards.
   static const std::set<std::string> kPassThrough = {
-      "Unsqueeze", "Squeeze",  "Reshape",        "Transpose",       "Flatten",
-      "Identity",  "Expand",   "QuantizeLinear", "DequantizeLinear"};
+      "Unsqueeze", "Squeeze", "Reshape",        "Transpose",       "Flatten",
+      "Identity",  "Expand",  "QuantizeLinear", "DequantizeLinear"};
   for (int i = graph.node_size() - 1; i >= 0; --i) {
     const auto& node = graph.node(i);
     if (kPassThrough.count(node.op_type()) && node.output_size() && node.input_size() &&
@@ -245,9 +245,9 @@ TensorMap Executor::run(const TensorMap& feeds, const std::vector<std::string>& 
   }
   for (const auto& [name, t] : feeds) {
     auto it = slot_of_.find(name);
-    const bool is_input = it != slot_of_.end() &&
-                          std::find(input_slots_.begin(), input_slots_.end(), it->second) !=
-                              input_slots_.end();
+    const bool is_input =
+        it != slot_of_.end() &&
+        std::find(input_slots_.begin(), input_slots_.end(), it->second) != input_slots_.end();
     SEGSLIM_CHECK(is_input, options_.origin, ": fed tensor '", name,
                   "' is not an input of the model (inputs: ", join(input_names()), ")");
   }
@@ -257,9 +257,9 @@ TensorMap Executor::run(const TensorMap& feeds, const std::vector<std::string>& 
   for (const auto& name : fetch) {
     auto it = slot_of_.find(name);
     if (it == slot_of_.end()) {
-      throw Error(str_cat(options_.origin, ": no tensor named '", name,
-                          "' in the graph; closest names: ",
-                          join(closest_names(name, value_names(), 5))));
+      throw Error(
+          str_cat(options_.origin, ": no tensor named '", name,
+                  "' in the graph; closest names: ", join(closest_names(name, value_names(), 5))));
     }
     keep[it->second] = true;
   }

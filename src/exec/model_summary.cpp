@@ -54,8 +54,10 @@ ModelSummary summarize_model(const onnx::ModelProto& model, std::vector<int64_t>
   for (const auto& n : g.node()) s.op_histogram[n.op_type()]++;
   s.num_nodes = g.node_size();
   for (const auto& init : g.initializer()) {
-    if (init.data_type() != onnx::TensorProto::FLOAT && init.data_type() != onnx::TensorProto::DOUBLE &&
-        init.data_type() != onnx::TensorProto::FLOAT16 && init.data_type() != onnx::TensorProto::INT8)
+    if (init.data_type() != onnx::TensorProto::FLOAT &&
+        init.data_type() != onnx::TensorProto::DOUBLE &&
+        init.data_type() != onnx::TensorProto::FLOAT16 &&
+        init.data_type() != onnx::TensorProto::INT8)
       continue;
     s.num_parameters += std::accumulate(init.dims().begin(), init.dims().end(), int64_t{1},
                                         std::multiplies<int64_t>());
@@ -99,13 +101,13 @@ ModelSummary summarize_model(const onnx::ModelProto& model, std::vector<int64_t>
   if (shape.empty()) return s;
   s.shape = shape;
   Executor exec(model, ExecutorOptions{at::kCPU, at::kFloat, origin});
-  exec.set_node_observer([&](const onnx::NodeProto& n, const ops::Tensors& in,
-                             const ops::Tensors& out) {
-    const int64_t macs = node_macs(n, in, out);
-    s.macs += macs;
-    auto it = layer_of_node.find(n.name() + "\n" + (n.output_size() ? n.output(0) : ""));
-    if (it != layer_of_node.end()) s.quantizable[it->second].macs = macs;
-  });
+  exec.set_node_observer(
+      [&](const onnx::NodeProto& n, const ops::Tensors& in, const ops::Tensors& out) {
+        const int64_t macs = node_macs(n, in, out);
+        s.macs += macs;
+        auto it = layer_of_node.find(n.name() + "\n" + (n.output_size() ? n.output(0) : ""));
+        if (it != layer_of_node.end()) s.quantizable[it->second].macs = macs;
+      });
   at::InferenceMode guard;
   exec.forward(at::zeros(shape));
   return s;
@@ -127,12 +129,15 @@ nlohmann::json to_json(const ModelSummary& s) {
   j["macs"] = s.macs;
   j["quantizable"] = nlohmann::json::array();
   for (const auto& l : s.quantizable)
-    j["quantizable"].push_back({{"node", l.node}, {"op_type", l.op_type},
-                                {"weight_shape", l.weight_shape}, {"output", l.output},
+    j["quantizable"].push_back({{"node", l.node},
+                                {"op_type", l.op_type},
+                                {"weight_shape", l.weight_shape},
+                                {"output", l.output},
                                 {"macs", l.macs}});
   j["distill_candidates"] = nlohmann::json::array();
   for (const auto& c : s.distill_candidates)
-    j["distill_candidates"].push_back({{"tensor", c.tensor}, {"node", c.node}, {"reason", c.reason}});
+    j["distill_candidates"].push_back(
+        {{"tensor", c.tensor}, {"node", c.node}, {"reason", c.reason}});
   return j;
 }
 

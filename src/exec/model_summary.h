@@ -3,10 +3,10 @@
 // would quantize and the tensors distillation can pair (so nobody needs a graph viewer to
 // find the last conv's output name; the original's FAQ #2).
 #include <onnx/onnx_pb.h>
-#include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 

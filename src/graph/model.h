@@ -15,9 +15,9 @@ constexpr int64_t kMinOpset = 7;
 constexpr int64_t kMaxOpset = 17;
 
 struct LoadOptions {
-  bool run_checker = true;      // onnx::checker::check_model
-  bool infer_shapes = true;     // onnx::shape_inference::InferShapes (fills value_info)
-  bool check_opset = true;      // default-domain opset within [kMinOpset, kMaxOpset]
+  bool run_checker = true;   // onnx::checker::check_model
+  bool infer_shapes = true;  // onnx::shape_inference::InferShapes (fills value_info)
+  bool check_opset = true;   // default-domain opset within [kMinOpset, kMaxOpset]
 };
 
 // Reads, parses and validates an ONNX file. Throws segslim::Error naming the file and the

@@ -10,17 +10,28 @@ namespace segslim {
 at::ScalarType scalar_type_from_onnx(int32_t onnx_type, const std::string& what) {
   using T = onnx::TensorProto;
   switch (onnx_type) {
-    case T::FLOAT: return at::kFloat;
-    case T::DOUBLE: return at::kDouble;
-    case T::FLOAT16: return at::kHalf;
-    case T::BFLOAT16: return at::kBFloat16;
-    case T::INT8: return at::kChar;
-    case T::UINT8: return at::kByte;
-    case T::INT16: return at::kShort;
-    case T::INT32: return at::kInt;
-    case T::INT64: return at::kLong;
-    case T::BOOL: return at::kBool;
-    default: break;
+    case T::FLOAT:
+      return at::kFloat;
+    case T::DOUBLE:
+      return at::kDouble;
+    case T::FLOAT16:
+      return at::kHalf;
+    case T::BFLOAT16:
+      return at::kBFloat16;
+    case T::INT8:
+      return at::kChar;
+    case T::UINT8:
+      return at::kByte;
+    case T::INT16:
+      return at::kShort;
+    case T::INT32:
+      return at::kInt;
+    case T::INT64:
+      return at::kLong;
+    case T::BOOL:
+      return at::kBool;
+    default:
+      break;
   }
   throw Error(str_cat(what, ": ONNX element type ", T::DataType_Name(onnx_type),
                       " is not supported (valid: float, double, float16, bfloat16, int8, "
@@ -30,17 +41,28 @@ at::ScalarType scalar_type_from_onnx(int32_t onnx_type, const std::string& what)
 int32_t onnx_type_from_scalar(at::ScalarType type) {
   using T = onnx::TensorProto;
   switch (type) {
-    case at::kFloat: return T::FLOAT;
-    case at::kDouble: return T::DOUBLE;
-    case at::kHalf: return T::FLOAT16;
-    case at::kBFloat16: return T::BFLOAT16;
-    case at::kChar: return T::INT8;
-    case at::kByte: return T::UINT8;
-    case at::kShort: return T::INT16;
-    case at::kInt: return T::INT32;
-    case at::kLong: return T::INT64;
-    case at::kBool: return T::BOOL;
-    default: break;
+    case at::kFloat:
+      return T::FLOAT;
+    case at::kDouble:
+      return T::DOUBLE;
+    case at::kHalf:
+      return T::FLOAT16;
+    case at::kBFloat16:
+      return T::BFLOAT16;
+    case at::kChar:
+      return T::INT8;
+    case at::kByte:
+      return T::UINT8;
+    case at::kShort:
+      return T::INT16;
+    case at::kInt:
+      return T::INT32;
+    case at::kLong:
+      return T::INT64;
+    case at::kBool:
+      return T::BOOL;
+    default:
+      break;
   }
   throw Error(str_cat("tensor type ", c10::toString(type), " has no ONNX equivalent"));
 }
@@ -90,13 +112,24 @@ at::Tensor tensor_from_proto(const onnx::TensorProto& proto) {
   at::Tensor out = at::empty(dims, at::TensorOptions().dtype(type));
   using T = onnx::TensorProto;
   switch (proto.data_type()) {
-    case T::FLOAT: copy_typed(proto.float_data(), out); break;
-    case T::DOUBLE: copy_typed(proto.double_data(), out); break;
-    case T::INT64: copy_typed(proto.int64_data(), out); break;
-    case T::INT32: case T::INT16: case T::INT8: case T::UINT8: case T::BOOL:
+    case T::FLOAT:
+      copy_typed(proto.float_data(), out);
+      break;
+    case T::DOUBLE:
+      copy_typed(proto.double_data(), out);
+      break;
+    case T::INT64:
+      copy_typed(proto.int64_data(), out);
+      break;
+    case T::INT32:
+    case T::INT16:
+    case T::INT8:
+    case T::UINT8:
+    case T::BOOL:
       copy_typed(proto.int32_data(), out);
       break;
-    case T::FLOAT16: case T::BFLOAT16: {
+    case T::FLOAT16:
+    case T::BFLOAT16: {
       // Stored as raw 16-bit patterns in int32_data.
       SEGSLIM_CHECK(proto.int32_data_size() == out.numel(), what, ": int32_data size mismatch");
       auto* p = static_cast<uint16_t*>(out.data_ptr());
@@ -104,7 +137,8 @@ at::Tensor tensor_from_proto(const onnx::TensorProto& proto) {
         p[i] = static_cast<uint16_t>(proto.int32_data(static_cast<int>(i)));
       break;
     }
-    default: throw Error(what + ": unsupported storage");
+    default:
+      throw Error(what + ": unsupported storage");
   }
   return out;
 }

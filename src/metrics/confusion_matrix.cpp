@@ -28,10 +28,10 @@ void ConfusionMatrix::update(const at::Tensor& pred, const at::Tensor& label) {
   // Every prediction outside the class range goes to the extra column.
   p = at::where((p < 0) | (p >= num_classes_), at::full_like(p, num_classes_), p);
   // One bincount over flat (true, pred) indices builds the whole matrix in a single pass.
-  at::Tensor bins = at::bincount(t * (num_classes_ + 1) + p, {},
-                                 static_cast<int64_t>(counts_.size()))
-                        .to(at::kCPU)
-                        .to(at::kLong);
+  at::Tensor bins =
+      at::bincount(t * (num_classes_ + 1) + p, {}, static_cast<int64_t>(counts_.size()))
+          .to(at::kCPU)
+          .to(at::kLong);
   const int64_t* b = bins.data_ptr<int64_t>();
   for (size_t i = 0; i < counts_.size(); ++i) counts_[i] += b[i];
 }

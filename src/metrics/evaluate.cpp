@@ -49,8 +49,7 @@ EvalResult evaluate(const ForwardFn& forward, const SegDataset& dataset,
   result.seconds = progress.elapsed_seconds();
   result.images_per_s = result.seconds > 0 ? result.num_images / result.seconds : 0;
   result.metrics = cm.compute();
-  if (options.show_progress)
-    progress.finish(fmt::format("mIoU {:.4f}", result.metrics.miou));
+  if (options.show_progress) progress.finish(fmt::format("mIoU {:.4f}", result.metrics.miou));
   return result;
 }
 
@@ -62,8 +61,9 @@ EvalResult evaluate(Executor& model, const SegDataset& dataset, const EvalOption
     ~ModeGuard() { model.set_training(was_training); }
   } mode_guard{model, model.training()};
   model.set_training(false);
-  return evaluate([&](const at::Tensor& images) { return model.forward(images.to(model.device())); },
-                  dataset, options);
+  return evaluate(
+      [&](const at::Tensor& images) { return model.forward(images.to(model.device())); }, dataset,
+      options);
 }
 
 }  // namespace segslim

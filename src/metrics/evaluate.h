@@ -19,7 +19,7 @@ struct EvalOptions {
 struct EvalResult {
   SegMetrics metrics;
   int64_t num_images = 0;
-  double seconds = 0;       // wall time of the whole evaluation (loading included)
+  double seconds = 0;  // wall time of the whole evaluation (loading included)
   double images_per_s = 0;
 };
 

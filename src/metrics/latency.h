@@ -1,7 +1,6 @@
 #pragma once
 // Latency statistics over repeated runs (what `segslim bench` reports).
 #include <nlohmann/json.hpp>
-
 #include <vector>
 
 namespace segslim {

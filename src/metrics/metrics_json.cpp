@@ -3,10 +3,14 @@
 namespace segslim {
 
 nlohmann::json to_json(const SegMetrics& m) {
-  return {{"miou", m.miou},           {"acc", m.acc},
-          {"macc", m.macc},           {"kappa", m.kappa},
-          {"dice", m.dice},           {"class_iou", m.class_iou},
-          {"class_acc", m.class_acc}, {"class_dice", m.class_dice},
+  return {{"miou", m.miou},
+          {"acc", m.acc},
+          {"macc", m.macc},
+          {"kappa", m.kappa},
+          {"dice", m.dice},
+          {"class_iou", m.class_iou},
+          {"class_acc", m.class_acc},
+          {"class_dice", m.class_dice},
           {"num_pixels", m.num_pixels}};
 }
 

@@ -109,12 +109,12 @@ void check_supported(const onnx::GraphProto& graph, const std::string& origin) {
         default_domain ? node.op_type() : node.domain() + "::" + node.op_type();
     if (default_domain && registry.find(node.op_type())) continue;
     if (!unsupported.count(type))
-      unsupported[type] = node.name().empty() ? "(unnamed, output " + node.output(0) + ")"
-                                              : node.name();
+      unsupported[type] =
+          node.name().empty() ? "(unnamed, output " + node.output(0) + ")" : node.name();
   }
   if (unsupported.empty()) return;
-  std::string msg = origin + ": " + std::to_string(unsupported.size()) +
-                    " unsupported op type(s): ";
+  std::string msg =
+      origin + ": " + std::to_string(unsupported.size()) + " unsupported op type(s): ";
   bool first = true;
   for (const auto& [type, node] : unsupported) {
     msg += (first ? "" : ", ") + type + " (node " + node + ")";

@@ -10,7 +10,6 @@
 namespace segslim::ops {
 namespace {
 
-
 // An axes list from the attribute (older opsets) or from input `index` (newer ones).
 std::vector<int64_t> axes_from(const NodeContext& ctx, const Tensors& in, size_t index) {
   return has_input(in, index) ? to_int_vector(in[index]) : ctx.attr_ints("axes");

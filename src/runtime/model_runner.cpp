@@ -55,8 +55,8 @@ ModelRunner make_runner(const onnx::ModelProto& model, Backend backend, const st
         return onednn_runner(model, origin);
       } catch (const Error& e) {
         ModelRunner r = torch_runner(model, origin, channels_last);
-        r.note = std::string("the oneDNN engine refused the model, running on LibTorch: ") +
-                 e.what();
+        r.note =
+            std::string("the oneDNN engine refused the model, running on LibTorch: ") + e.what();
         return r;
       }
   }

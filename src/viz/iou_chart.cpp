@@ -28,8 +28,8 @@ cv::Mat iou_bar_chart(const std::vector<std::string>& names, const std::vector<d
     cv::putText(img, names[i], {l.margin, y + l.row_height - 8}, font, 0.45, {0, 0, 0}, 1,
                 cv::LINE_AA);
     // frame first, so the bar drawn over it keeps its full length
-    cv::rectangle(img, {x0, y + 3}, {x0 + l.bar_width - 1, y + l.row_height - 4},
-                  {160, 160, 160}, 1);
+    cv::rectangle(img, {x0, y + 3}, {x0 + l.bar_width - 1, y + l.row_height - 4}, {160, 160, 160},
+                  1);
     const int len = static_cast<int>(std::lround(v * l.bar_width));
     if (len > 0)
       cv::rectangle(img, {x0, y + 3}, {x0 + len - 1, y + l.row_height - 4},

@@ -1,7 +1,6 @@
 #pragma once
 // Per-class IoU as a horizontal bar chart (a picture a person reads faster than a table).
 #include <opencv2/core.hpp>
-
 #include <string>
 #include <vector>
 

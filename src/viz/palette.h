@@ -4,8 +4,8 @@
 
 #include <array>
 #include <cstdint>
-#include <string>
 #include <opencv2/core.hpp>
+#include <string>
 #include <vector>
 
 namespace segslim {

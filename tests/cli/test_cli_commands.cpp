@@ -2,11 +2,11 @@
 // class maps for the sample images (sample/camvid_ref, from ../shared/models/espnet_camvid_ref)
 // and hand-computed MAC counts.
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
-#include <opencv2/imgcodecs.hpp>
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
 
 #include "support/cli_runner.h"
 #include "support/test_support.h"
@@ -70,7 +70,8 @@ TEST(Predict, RawMapMatchesPyTorchOnTheSampleImages) {
 
 TEST(Eval, SampleMetricsEqualThoseOfPyTorchsPredictions) {
   const std::string json = temp_dir() + "/eval_sample.json";
-  const auto r = run_cli("eval --model " + kModel + " --data " + kData + " --batch 2 --threads 2 --json " + json);
+  const auto r = run_cli("eval --model " + kModel + " --data " + kData +
+                         " --batch 2 --threads 2 --json " + json);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto j = read_json(json);
   // The same metrics, counted by a naive loop from PyTorch's class maps and the ground truth
@@ -144,13 +145,13 @@ TEST(Predict, AllReferenceMapsMatch) {
   for (const auto& entry : fs::directory_iterator(shared + "/models/espnet_camvid_ref")) {
     const std::string name = entry.path().filename().string();
     const std::string out = temp_dir() + "/ref_" + name;
-    const auto r = run_cli("predict --model " + shared + "/models/espnet_camvid.onnx --data " +
-                           source_dir() + "/configs/camvid_espnet.yml --image " + shared +
-                           "/data/camvid/val/" + name + " --out " + out + ".color.png --raw " +
-                           out + " --threads 2");
+    const auto r =
+        run_cli("predict --model " + shared + "/models/espnet_camvid.onnx --data " + source_dir() +
+                "/configs/camvid_espnet.yml --image " + shared + "/data/camvid/val/" + name +
+                " --out " + out + ".color.png --raw " + out + " --threads 2");
     ASSERT_EQ(r.exit_code, 0) << r.output;
-    const double agree = read_ids(out).eq(read_ids(entry.path().string())).to(at::kDouble)
-                             .mean().item<double>();
+    const double agree =
+        read_ids(out).eq(read_ids(entry.path().string())).to(at::kDouble).mean().item<double>();
     EXPECT_GE(agree, 0.999) << name;
     ++checked;
   }

@@ -3,11 +3,10 @@
 
 #include <filesystem>
 #include <fstream>
-
 #include <opencv2/imgcodecs.hpp>
 
-#include "support/cli_runner.h"
 #include "graph/model.h"
+#include "support/cli_runner.h"
 #include "support/test_support.h"
 
 namespace segslim::testing {

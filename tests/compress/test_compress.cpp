@@ -1,13 +1,13 @@
 // `segslim compress` end to end on the bundled sample, through the CLI as a user runs it.
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 
-#include "support/cli_runner.h"
 #include "graph/model.h"
+#include "support/cli_runner.h"
 #include "support/test_support.h"
 
 namespace segslim::testing {
@@ -70,8 +70,8 @@ std::map<std::string, int> op_counts(const onnx::ModelProto& m) {
 
 TEST(Compress, PtqWritesAStandardQdqModelAndItsReport) {
   const std::string out = temp_dir() + "/ptq";
-  const auto r = run_cli("compress --config " + write_config("ptq", out, kQuantPost) +
-                         " --threads 2");
+  const auto r =
+      run_cli("compress --config " + write_config("ptq", out, kQuantPost) + " --threads 2");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto before = fs::last_write_time(kModel);
 
@@ -124,13 +124,13 @@ TEST(Compress, PtqWritesAStandardQdqModelAndItsReport) {
 // A run killed with SIGKILL and resumed ends exactly where an uninterrupted run ends.
 TEST(Compress, KilledRunResumesToTheSameResult) {
   const std::string full = temp_dir() + "/qat_full", killed = temp_dir() + "/qat_killed";
-  const auto a = run_cli("compress --config " + write_config("qat_full", full, kQat) +
-                         " --threads 2");
+  const auto a =
+      run_cli("compress --config " + write_config("qat_full", full, kQat) + " --threads 2");
   ASSERT_EQ(a.exit_code, 0) << a.output;
 
   const std::string cfg = write_config("qat_killed", killed, kQat);
-  const auto b = run_cli("compress --config " + cfg + " --threads 2",
-                         "SEGSLIM_TEST_KILL_AFTER_ITER=3");
+  const auto b =
+      run_cli("compress --config " + cfg + " --threads 2", "SEGSLIM_TEST_KILL_AFTER_ITER=3");
   ASSERT_NE(b.exit_code, 0) << "the run should have been killed: " << b.output;
   ASSERT_FALSE(fs::exists(killed + "/compress_report.json")) << "no report before the end";
   const auto c = run_cli("compress --config " + cfg + " --threads 2 --resume");
@@ -154,8 +154,7 @@ TEST(Compress, NonFiniteLossStopsWithTheBestModelKept) {
   std::string qat = kQat;
   qat.replace(qat.find("learning_rate: 0.00005"), 22, "learning_rate: 1.0e+30");
   qat.replace(qat.find("eval_iter: 2"), 12, "eval_iter: 1");
-  const auto r = run_cli("compress --config " + write_config("diverge", out, qat) +
-                         " --threads 2");
+  const auto r = run_cli("compress --config " + write_config("diverge", out, qat) + " --threads 2");
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("the loss became"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("The best model so far"), std::string::npos) << r.output;
@@ -165,12 +164,13 @@ TEST(Compress, NonFiniteLossStopsWithTheBestModelKept) {
 
 TEST(Compress, HyperParameterSearchExportsTheBestTrial) {
   const std::string out = temp_dir() + "/hpo";
-  const auto r = run_cli("compress --config " +
-                         write_config("hpo", out,
-                                      "HyperParameterOptimization:\n  ptq_algo: [abs_max, avg, hist]\n"
-                                      "  hist_percent: [0.99]\n  batch_num: [1]\n"
-                                      "QuantPost:\n  batch_size: 2\n") +
-                         " --threads 2");
+  const auto r =
+      run_cli("compress --config " +
+              write_config("hpo", out,
+                           "HyperParameterOptimization:\n  ptq_algo: [abs_max, avg, hist]\n"
+                           "  hist_percent: [0.99]\n  batch_num: [1]\n"
+                           "QuantPost:\n  batch_size: 2\n") +
+              " --threads 2");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto report = read_json(out + "/compress_report.json");
   EXPECT_EQ(report["strategy"], "hpo");
@@ -188,15 +188,13 @@ TEST(Compress, HyperParameterSearchExportsTheBestTrial) {
 TEST(Compress, AutoModeKeepsPtqOrContinuesWithQat) {
   const std::string keep = temp_dir() + "/auto_ptq", qat = temp_dir() + "/auto_qat";
   auto a = run_cli("compress --config " +
-                   write_config("auto_ptq", keep, "Auto:\n  ptq_max_drop: 100\n") +
-                   " --threads 2");
+                   write_config("auto_ptq", keep, "Auto:\n  ptq_max_drop: 100\n") + " --threads 2");
   ASSERT_EQ(a.exit_code, 0) << a.output;
   EXPECT_EQ(read_json(keep + "/compress_report.json")["strategy"], "auto-ptq");
   // No allowance: PTQ loses a little on the sample (asserted below), so QAT with the built-in
   // recipe follows.
   auto b = run_cli("compress --config " +
-                   write_config("auto_qat", qat, "Auto:\n  ptq_max_drop: 0\n") +
-                   " --threads 2");
+                   write_config("auto_qat", qat, "Auto:\n  ptq_max_drop: 0\n") + " --threads 2");
   ASSERT_EQ(b.exit_code, 0) << b.output;
   const auto report = read_json(qat + "/compress_report.json");
   ASSERT_GT(report["ptq_drop_points"].get<double>(), 0.0);
@@ -215,11 +213,11 @@ void expect_config_error(const std::string& name, const std::string& strategy,
 }
 
 TEST(Compress, ConfigErrorsNameTheProblem) {
-  expect_config_error("odd_nodes",
-                      "Distillation:\n  node: [not_a_tensor, logits, x]\nQuantAware: {}\n"
-                      "TrainConfig:\n  train_iter: 1\n",
-                      {"Distill_node_pair config wrong, the length need to be an even number",
-                       "segslim inspect"});
+  expect_config_error(
+      "odd_nodes",
+      "Distillation:\n  node: [not_a_tensor, logits, x]\nQuantAware: {}\n"
+      "TrainConfig:\n  train_iter: 1\n",
+      {"Distill_node_pair config wrong, the length need to be an even number", "segslim inspect"});
   expect_config_error("unknown_node",
                       "Distillation:\n  node: [logitz]\nQuantAware: {}\nTrainConfig:\n"
                       "  train_iter: 1\n",
@@ -227,8 +225,9 @@ TEST(Compress, ConfigErrorsNameTheProblem) {
   expect_config_error("unknown_key", "QuantAware:\n  quantize_op_tpyes: [conv2d]\n",
                       {"QuantAware.quantize_op_tpyes", "quantize_op_types"});
   expect_config_error("no_train", "QuantAware: {}\n", {"QuantAware needs a TrainConfig"});
-  expect_config_error("bad_op", "QuantAware:\n  quantize_op_types: [conv3x3]\n"
-                                "TrainConfig:\n  train_iter: 1\n",
+  expect_config_error("bad_op",
+                      "QuantAware:\n  quantize_op_types: [conv3x3]\n"
+                      "TrainConfig:\n  train_iter: 1\n",
                       {"conv3x3", "conv2d"});
 }
 

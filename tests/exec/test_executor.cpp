@@ -44,8 +44,8 @@ TEST(Executor, TrainModeUsesBatchStatisticsAndUpdatesRunningStats) {
   const auto& init = exec.initializers();
   EXPECT_TRUE(all_close(init.at("stem_bn.running_mean"), fixture("stem_bn_running_mean_after"),
                         1e-5, 1e-6));
-  EXPECT_TRUE(all_close(init.at("stem_bn.running_var"), fixture("stem_bn_running_var_after"),
-                        1e-5, 1e-6));
+  EXPECT_TRUE(
+      all_close(init.at("stem_bn.running_var"), fixture("stem_bn_running_var_after"), 1e-5, 1e-6));
   // Buffers are state, not trainable weights.
   auto buffers = exec.named_buffers();
   EXPECT_EQ(buffers.size(), 4u);

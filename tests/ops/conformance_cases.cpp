@@ -32,9 +32,9 @@ std::vector<ConformanceCase> conformance_cases() {
 const std::map<std::string, std::string>& refused_cases() {
   static const std::map<std::string, std::string> refused = [] {
     std::map<std::string, std::string> r;
-    for (const char* c : {"test_cast_FLOAT_to_STRING", "test_cast_STRING_to_FLOAT",
-                          "test_castlike_FLOAT_to_STRING_expanded",
-                          "test_castlike_STRING_to_FLOAT_expanded"})
+    for (const char* c :
+         {"test_cast_FLOAT_to_STRING", "test_cast_STRING_to_FLOAT",
+          "test_castlike_FLOAT_to_STRING_expanded", "test_castlike_STRING_to_FLOAT_expanded"})
       r[c] = "string tensors";
     for (const char* c : {"test_identity_opt", "test_identity_sequence"})
       r[c] = "optional and sequence types";
@@ -43,11 +43,13 @@ const std::map<std::string, std::string>& refused_cases() {
                           "test_pow_types_float32_uint32", "test_pow_types_float32_uint64"})
       r[c] = "unsigned integer types wider than 8 bits (ATen has none)";
     for (const char* c :
-         {"test_resize_downsample_scales_cubic", "test_resize_downsample_scales_cubic_A_n0p5_exclude_outside",
+         {"test_resize_downsample_scales_cubic",
+          "test_resize_downsample_scales_cubic_A_n0p5_exclude_outside",
           "test_resize_downsample_scales_cubic_align_corners", "test_resize_downsample_sizes_cubic",
-          "test_resize_upsample_scales_cubic", "test_resize_upsample_scales_cubic_A_n0p5_exclude_outside",
-          "test_resize_upsample_scales_cubic_align_corners", "test_resize_upsample_scales_cubic_asymmetric",
-          "test_resize_upsample_sizes_cubic"})
+          "test_resize_upsample_scales_cubic",
+          "test_resize_upsample_scales_cubic_A_n0p5_exclude_outside",
+          "test_resize_upsample_scales_cubic_align_corners",
+          "test_resize_upsample_scales_cubic_asymmetric", "test_resize_upsample_sizes_cubic"})
       r[c] = "Resize mode cubic";
     r["test_resize_tf_crop_and_resize"] = "Resize tf_crop_and_resize";
     r["test_maxpool_with_argmax_2d_precomputed_pads"] = "MaxPool Indices output";
@@ -67,7 +69,8 @@ at::Tensor read_case_tensor(const std::string& path, const onnx::ValueInfoProto&
 }
 
 bool is_random_case(const std::string& name) {
-  return name.rfind("test_training_dropout", 0) == 0 && name != "test_training_dropout_zero_ratio" &&
+  return name.rfind("test_training_dropout", 0) == 0 &&
+         name != "test_training_dropout_zero_ratio" &&
          name != "test_training_dropout_zero_ratio_mask";
 }
 

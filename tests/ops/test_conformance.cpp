@@ -41,7 +41,8 @@ TEST_P(Conformance, MatchesReferenceOutputs) {
   const auto names = exec.output_names();
   ASSERT_EQ(names.size(), c.output_files.size());
   for (size_t i = 0; i < names.size(); ++i) {
-    at::Tensor expected = read_case_tensor(c.output_files[i], model.graph().output(static_cast<int>(i)));
+    at::Tensor expected =
+        read_case_tensor(c.output_files[i], model.graph().output(static_cast<int>(i)));
     const at::Tensor& actual = out.at(names[i]);
     ASSERT_EQ(actual.scalar_type(), expected.scalar_type()) << "output " << names[i];
     if (is_random_case(c.name)) {
@@ -50,8 +51,8 @@ TEST_P(Conformance, MatchesReferenceOutputs) {
     }
     const bool low_precision =
         expected.scalar_type() == at::kHalf || expected.scalar_type() == at::kBFloat16;
-    EXPECT_TRUE(all_close(actual, expected, low_precision ? 1e-2 : 1e-4,
-                          low_precision ? 1e-2 : 1e-5))
+    EXPECT_TRUE(
+        all_close(actual, expected, low_precision ? 1e-2 : 1e-4, low_precision ? 1e-2 : 1e-5))
         << "output " << names[i];
   }
 }

@@ -1,9 +1,10 @@
 #include "support/test_support.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-#include <unistd.h>
 
 namespace segslim::testing {
 
@@ -44,8 +45,8 @@ onnx::TensorProto read_tensor_proto(const std::string& path) {
   if (excess.reshape({-1})[worst].item<double>() <= 0) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure()
          << "element " << worst << ": actual " << a.reshape({-1})[worst].item<double>()
-         << " expected " << e.reshape({-1})[worst].item<double>() << " (rtol " << rtol
-         << ", atol " << atol << ")";
+         << " expected " << e.reshape({-1})[worst].item<double>() << " (rtol " << rtol << ", atol "
+         << atol << ")";
 }
 
 OneNodeModel one_node_model(const std::string& op_type, const std::vector<std::string>& inputs,

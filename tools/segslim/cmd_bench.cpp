@@ -51,8 +51,8 @@ void run_bench(const BenchArgs& args) {
   std::cout << fmt::format(
       "{} on {} ({} threads, shape {}x{}x{}x{}, {} warm-up, {} runs)\n"
       "mean {:.2f} ms  p50 {:.2f} ms  p90 {:.2f} ms  min {:.2f} ms  {:.2f} images/s\n",
-      args.model, runner.backend, args.threads, shape[0], shape[1], shape[2], shape[3],
-      args.warmup, args.repeat, s.mean_ms, s.p50_ms, s.p90_ms, s.min_ms, s.images_per_s);
+      args.model, runner.backend, args.threads, shape[0], shape[1], shape[2], shape[3], args.warmup,
+      args.repeat, s.mean_ms, s.p50_ms, s.p90_ms, s.min_ms, s.images_per_s);
   if (!args.json.empty()) {
     nlohmann::json j = to_json(s);
     j["model"] = args.model;

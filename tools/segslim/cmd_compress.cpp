@@ -31,8 +31,9 @@ void add_compress_command(CLI::App& app) {
       ->required();
   cmd->add_option("--model", req->model_path, "FP32 ONNX model (overrides Global.model)");
   cmd->add_option("--data", req->data_path, "dataset YAML (overrides Global.data)");
-  cmd->add_option("--out", req->out_dir, "output folder (default: Global.output_dir or "
-                                         "output/compress)");
+  cmd->add_option("--out", req->out_dir,
+                  "output folder (default: Global.output_dir or "
+                  "output/compress)");
   cmd->add_flag("--resume", req->resume, "continue from the last checkpoint in OUT/checkpoint");
   add_threads_option(*cmd, req->threads);
   cmd->callback([req] { run(*req); });

@@ -1,7 +1,7 @@
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include <iostream>
+#include <nlohmann/json.hpp>
 
 #include "commands.h"
 #include "common/files.h"
@@ -92,15 +92,17 @@ void run_eval(const EvalArgs& args) {
 
 void add_eval_command(CLI::App& app) {
   auto args = std::make_shared<EvalArgs>();
-  auto* cmd = app.add_subcommand("eval", "mIoU, accuracy, kappa, dice and per-class IoU of a "
-                                         "model on a dataset's val split");
+  auto* cmd = app.add_subcommand("eval",
+                                 "mIoU, accuracy, kappa, dice and per-class IoU of a "
+                                 "model on a dataset's val split");
   cmd->add_option("--model", args->model, "ONNX model (FP32 or QDQ)")->required();
   cmd->add_option("--data", args->data, "PaddleSeg-style dataset YAML")->required();
   cmd->add_option("--data-root", args->data_root, "override the dataset's dataset_root");
   cmd->add_option("--list", args->list, "override the val list file (`image label` lines)");
   cmd->add_option("--batch", args->batch, "batch size (default: the YAML's batch_size, else 1)")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--workers", args->workers, "image loading threads")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--workers", args->workers, "image loading threads")
+      ->check(CLI::NonNegativeNumber);
   add_threads_option(*cmd, args->threads);
   add_engine_option(*cmd, args->engine);
   cmd->add_option("--json", args->json, "write the metrics as JSON");

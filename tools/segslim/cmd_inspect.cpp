@@ -19,14 +19,16 @@ struct InspectArgs {
 void run_inspect(const InspectArgs& args) {
   onnx::ModelProto model = load_model(args.model);
   ops::check_supported(model.graph(), args.model);
-  const auto shape = args.shape.empty() ? std::vector<int64_t>{} : parse_shape(args.shape, "--shape");
+  const auto shape =
+      args.shape.empty() ? std::vector<int64_t>{} : parse_shape(args.shape, "--shape");
   ModelSummary s = summarize_model(model, shape, args.model);
 
-  std::cout << fmt::format("model      {}\nopset      {}\nnodes      {}\nparameters {} ({:.2f} M)\n",
-                           args.model, default_opset(model), s.num_nodes, s.num_parameters,
-                           s.num_parameters / 1e6);
+  std::cout << fmt::format(
+      "model      {}\nopset      {}\nnodes      {}\nparameters {} ({:.2f} M)\n", args.model,
+      default_opset(model), s.num_nodes, s.num_parameters, s.num_parameters / 1e6);
   for (const auto& t : s.inputs) std::cout << fmt::format("input      {}  [{}]\n", t.name, t.shape);
-  for (const auto& t : s.outputs) std::cout << fmt::format("output     {}  [{}]\n", t.name, t.shape);
+  for (const auto& t : s.outputs)
+    std::cout << fmt::format("output     {}  [{}]\n", t.name, t.shape);
   if (!s.shape.empty()) {
     std::string shape_text;
     for (int64_t d : s.shape) shape_text += (shape_text.empty() ? "" : "x") + std::to_string(d);
@@ -55,8 +57,9 @@ void run_inspect(const InspectArgs& args) {
 
 void add_inspect_command(CLI::App& app) {
   auto args = std::make_shared<InspectArgs>();
-  auto* cmd = app.add_subcommand("inspect", "show a model's interface, ops, size, MACs, "
-                                            "quantizable layers and distillation nodes");
+  auto* cmd = app.add_subcommand("inspect",
+                                 "show a model's interface, ops, size, MACs, "
+                                 "quantizable layers and distillation nodes");
   cmd->add_option("model", args->model, "ONNX model")->required();
   cmd->add_option("--shape", args->shape, "input shape NxCxHxW for the MAC count");
   cmd->add_option("--json", args->json, "also write the summary as JSON");

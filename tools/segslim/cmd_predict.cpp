@@ -1,15 +1,14 @@
+#include <iostream>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
-
-#include <iostream>
 
 #include "commands.h"
 #include "common/error.h"
 #include "data/dataset_config.h"
 #include "data/inference_image.h"
-#include "runtime/model_runner.h"
 #include "graph/model.h"
 #include "metrics/evaluate.h"
+#include "runtime/model_runner.h"
 #include "viz/palette.h"
 
 namespace segslim::cli {
@@ -60,8 +59,9 @@ void run_predict(const PredictArgs& args) {
 
 void add_predict_command(CLI::App& app) {
   auto args = std::make_shared<PredictArgs>();
-  auto* cmd = app.add_subcommand("predict", "segment one image: pseudo-colour PNG (and the raw "
-                                            "class-id map)");
+  auto* cmd = app.add_subcommand("predict",
+                                 "segment one image: pseudo-colour PNG (and the raw "
+                                 "class-id map)");
   cmd->add_option("--model", args->model, "ONNX model")->required();
   cmd->add_option("--data", args->data, "dataset YAML (preprocessing, palette)")->required();
   cmd->add_option("--image", args->image, "input image")->required();

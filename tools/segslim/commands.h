@@ -1,7 +1,6 @@
 #pragma once
 // One file per subcommand; each only parses flags and prints: the work lives in src/.
 #include <CLI/CLI.hpp>
-
 #include <cstdint>
 #include <string>
 #include <vector>
