@@ -29,4 +29,11 @@ void write_file_atomic(const std::string& path, const std::string& content) {
   }
 }
 
+std::string read_file(const std::string& path, const std::string& what) {
+  SEGSLIM_CHECK(std::filesystem::is_regular_file(path), what, " '", path, "' does not exist.");
+  std::ifstream in(path, std::ios::binary);
+  SEGSLIM_CHECK(in, "cannot open ", what, " '", path, "'.");
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
 }  // namespace segslim

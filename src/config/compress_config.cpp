@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "common/error.h"
+#include "common/files.h"
 #include "common/strings.h"
 #include "config/yaml_reader.h"
 
@@ -571,15 +572,7 @@ CompressConfig parse_compress_config(const std::string& yaml, const std::string&
 }
 
 CompressConfig load_compress_config(const std::string& path) {
-  SEGSLIM_CHECK(fs::is_regular_file(path), "compression config '", path, "' does not exist.");
-  std::string text;
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  SEGSLIM_CHECK(f, "cannot open compression config '", path, "'.");
-  char buf[65536];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
-  std::fclose(f);
-  return parse_compress_config(text, path);
+  return parse_compress_config(read_file(path, "compression config"), path);
 }
 
 }  // namespace segslim

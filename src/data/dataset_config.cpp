@@ -7,6 +7,7 @@
 #include <map>
 
 #include "common/error.h"
+#include "common/files.h"
 #include "common/strings.h"
 #include "config/yaml_reader.h"
 
@@ -314,16 +315,7 @@ DataConfig parse_data_config(const std::string& yaml_text, const std::string& or
 }
 
 DataConfig load_data_config(const std::string& path) {
-  SEGSLIM_CHECK(fs::is_regular_file(path), "dataset config '", path, "' does not exist.");
-  std::string text;
-  {
-    std::FILE* f = std::fopen(path.c_str(), "rb");
-    SEGSLIM_CHECK(f, "cannot open dataset config '", path, "'.");
-    char buf[65536];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
-    std::fclose(f);
-  }
+  const std::string text = read_file(path, "dataset config");
   fs::path dir = fs::absolute(fs::path(path)).parent_path();
   return parse_data_config(text, path, dir.string());
 }
