@@ -180,6 +180,7 @@ struct Plan {
   memory out_mem;            // user output (nchw f32), handle per run
   memory in_mem;
   dnnl::reorder out_reorder;
+  bool out_direct = false;   // the output value is NCHW f32: bound to the caller's tensor
   std::vector<int64_t> out_dims;
 };
 
@@ -304,6 +305,45 @@ class Builder {
     if (p_.vals[s.out].type != dt::f32) return nullptr;
     return &s;
   }
+  // The int8 conv producing `name` (f32, not yet read by any step) when its other consumers
+  // (besides Q node `q`) are Concat / Pad / pooling nodes that can take int8: the Q then fuses
+  // into the conv and those consumers read the int8 value.
+  Step* shared_conv(const std::string& name, const onnx::NodeProto& q) {
+    if (outputs_.count(name) || !int8_enabled("Concat") || std::getenv("XX_NO_CAT")) return nullptr;
+    auto it = rt_.find(name);
+    if (it == rt_.end() || it->second.val < 0) return nullptr;
+    const int v = it->second.val;
+    const int pi = producer_[v];
+    if (pi < 0) return nullptr;
+    Step& s = p_.ir[pi];
+    if (s.kind != Step::kConv || s.out != v || !s.int8 || p_.vals[v].type != dt::f32) return nullptr;
+    for (size_t k = pi + 1; k < p_.ir.size(); ++k)
+      for (int i : p_.ir[k].in)
+        if (i == v) return nullptr;
+    for (const auto& c : model_.graph().node()) {
+      if (&c == &q) continue;
+      bool reads = false;
+      for (const auto& i : c.input()) reads = reads || i == name;
+      if (!reads) continue;
+      const std::string& t = c.op_type();
+      if (t != "Concat" && t != "Pad" && t != "AveragePool" && t != "MaxPool") return nullptr;
+    }
+    return &s;
+  }
+  // The only consumer of `name` when it is a QuantizeLinear with constant per-tensor scale.
+  const onnx::NodeProto* q_consumer(const std::string& name) const {
+    if (!single_use(name)) return nullptr;
+    for (const auto& c : model_.graph().node())
+      for (const auto& i : c.input())
+        if (i == name) {
+          if (c.op_type() != "QuantizeLinear") return nullptr;
+          const at::Tensor sc = cst(c.input(1));
+          if (!sc.defined() || sc.numel() != 1) return nullptr;
+          return &c;
+        }
+    return nullptr;
+  }
+
   void rename(Step& s, const std::string& name) {
     p_.vals[s.out].name = name;
     rt_[name].val = s.out;
@@ -385,9 +425,24 @@ class Builder {
     r.is_q = true;
     r.scale = scale;
     r.zp = zp;
+    // Already int8 at this scale (an int8 Concat / pooling): the Q is the identity.
+    if (auto qit = rt_.find(n.input(0)); qit != rt_.end()) {
+      const Ref& in = qit->second;
+      if (in.val < 0 && in.qval >= 0 && !in.is_q && in.scale == scale && in.zp == zp &&
+          p_.vals[in.qval].type == type) {
+        r.qval = in.qval;
+        rt_[n.output(0)] = r;
+        return;
+      }
+    }
     // Requantize straight out of the convolution when it is the only producer: the conv's
     // per-channel output scale becomes alpha_c / s_y and it writes int8 (zero point 0 only).
     Step* c = fusable_conv(n.input(0));
+    bool shared = false;  // the conv's f32 output also feeds int8-capable Concat / pooling
+    if (!c && zp == 0) {
+      c = shared_conv(n.input(0), n);
+      shared = c != nullptr;
+    }
     bool homogeneous = c != nullptr && zp == 0;
     if (c)
       for (auto& po : c->post)
@@ -404,6 +459,13 @@ class Builder {
       c->tags.push_back(std::string("->") + (u8 ? "u8" : "s8"));
       r.qval = c->out;
       rt_[n.output(0)] = r;
+      if (shared) {  // the other consumers read the int8 value (as its DQ)
+        Ref a;
+        a.qval = c->out;
+        a.scale = scale;
+        a.zp = 0;
+        rt_[n.input(0)] = a;
+      }
       return;
     }
     Step q;
@@ -754,6 +816,7 @@ class Builder {
     s.name = node_name(n);
     for (const auto& i : n.input())
       if (is_const(i)) return aten(n);
+    if (concat_int8(n, s)) return;
     for (const auto& i : n.input()) s.in.push_back(f32(i));
     auto d = p_.vals[s.in[0]].dims;
     int64_t axis = Attrs{n}.i("axis", 1);
@@ -764,6 +827,88 @@ class Builder {
     s.out = new_val(n.output(0), d);
     add_step(std::move(s));
     rt_[n.output(0)].val = p_.ir.back().out;
+  }
+
+  // Concat whose only consumer is a Q (zero point 0) and that has an int8 input: each input
+  // int8 at the Q's scale (an int8-out conv writes it directly, int8 values at another scale
+  // are requantized, f32 ones quantized), the concat itself on int8; the Q becomes the identity.
+  bool concat_int8(const onnx::NodeProto& n, Step& s) {
+    if (!int8_enabled("Concat") || std::getenv("XX_NO_CAT")) return false;
+    const onnx::NodeProto* q = q_consumer(n.output(0));
+    if (!q) return false;
+    const at::Tensor z = q->input_size() > 2 ? cst(q->input(2)) : at::Tensor();
+    if (z.defined() && z.item<int>() != 0) return false;
+    const float scale = cst(q->input(1)).item<float>();
+    const dt type = !z.defined() || z.scalar_type() == at::kByte ? dt::u8 : dt::s8;
+    bool any_int8 = false;
+    for (const auto& i : n.input()) {
+      const Ref& r = rt_.at(i);
+      if (r.val < 0 && r.qval >= 0 && !r.is_q && r.zp == 0) any_int8 = true;
+    }
+    if (!any_int8) return false;
+    for (const auto& i : n.input()) {
+      const Ref r = rt_.at(i);
+      if (r.val < 0 && r.qval >= 0 && !r.is_q && r.zp == 0) {
+        if (r.scale == scale && p_.vals[r.qval].type == type) {
+          s.in.push_back(r.qval);
+          continue;
+        }
+        Step rq;  // requantize: q' = q * s_in / s_out
+        rq.kind = Step::kQuant;
+        rq.op = "Requantize";
+        rq.name = i;
+        rq.in = {r.qval};
+        rq.scale = scale / r.scale;
+        rq.out = new_val(i + "#requant", p_.vals[r.qval].dims, type);
+        p_.vals[rq.out].scale = scale;
+        s.in.push_back(rq.out);
+        add_step(std::move(rq));
+        continue;
+      }
+      Step* c = fusable_conv(i);
+      bool homogeneous = c != nullptr && c->int8;
+      if (c)
+        for (auto& po : c->post)
+          homogeneous = homogeneous && (po.kind == PostOp::kPrelu ||
+                                        (po.kind == PostOp::kElt &&
+                                         (po.algo == alg::eltwise_relu ||
+                                          po.algo == alg::eltwise_clip)));
+      if (homogeneous) {
+        Val& v = p_.vals[c->out];
+        v.type = type;
+        v.scale = scale;
+        v.zp = 0;
+        c->tags.push_back(std::string("->") + (type == dt::u8 ? "u8" : "s8") + "(concat)");
+        s.in.push_back(c->out);
+        continue;
+      }
+      Step qs;
+      qs.kind = Step::kQuant;
+      qs.op = "QuantizeLinear";
+      qs.name = i + " (for int8 concat)";
+      qs.in = {f32(i)};
+      qs.scale = scale;
+      qs.out = new_val(i + "#q", p_.vals[qs.in[0]].dims, type);
+      p_.vals[qs.out].scale = scale;
+      s.in.push_back(qs.out);
+      add_step(std::move(qs));
+    }
+    auto d = p_.vals[s.in[0]].dims;
+    int64_t axis = Attrs{n}.i("axis", 1);
+    if (axis < 0) axis += d.size();
+    s.axis = axis;
+    d[axis] = 0;
+    for (int v : s.in) d[axis] += p_.vals[v].dims[axis];
+    s.out = new_val(n.output(0), d, type);
+    p_.vals[s.out].scale = scale;
+    s.tags.push_back(type == dt::u8 ? "int8 u8" : "int8 s8");
+    add_step(std::move(s));
+    Ref r;
+    r.qval = p_.ir.back().out;
+    r.scale = scale;
+    r.zp = 0;
+    rt_[n.output(0)] = r;
+    return true;
   }
 
   void pool(const onnx::NodeProto& n) {
@@ -816,6 +961,21 @@ class Builder {
     }
     s.algo = is_max ? alg::pooling_max
                     : include ? alg::pooling_avg_include_padding : alg::pooling_avg_exclude_padding;
+    // int8 in (an int8 value not materialized in f32, zero point 0): pool on int8, the
+    // output keeps the scale.
+    const Ref sr = rt_.at(src);
+    if (sr.val < 0 && sr.qval >= 0 && !sr.is_q && sr.zp == 0 && int8_enabled(t)) {
+      s.in = {sr.qval};
+      s.out = new_val(n.output(0), {sd[0], sd[1], out_sp[0], out_sp[1]}, p_.vals[sr.qval].type);
+      p_.vals[s.out].scale = sr.scale;
+      s.tags.push_back("int8");
+      add_step(std::move(s));
+      Ref r;
+      r.qval = p_.ir.back().out;
+      r.scale = sr.scale;
+      rt_[n.output(0)] = r;
+      return;
+    }
     s.in = {f32(src)};
     s.out = new_val(n.output(0), {sd[0], sd[1], out_sp[0], out_sp[1]});
     add_step(std::move(s));
@@ -1285,7 +1445,7 @@ class Lowering {
 
   void pool(Step& s) {
     const int src = s.in[0];
-    memory::desc dmd(mdims(p_.vals[s.out].dims), dt::f32, tag::any);
+    memory::desc dmd(mdims(p_.vals[s.out].dims), p_.vals[s.out].type, tag::any);
     dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_inference, s.algo, md(src), dmd,
                                   mdims(s.strides), mdims(s.kernel), mdims(s.pl), mdims(s.pr));
     dnnl::pooling_forward::primitive_desc pd(d, eng_);
@@ -1310,9 +1470,10 @@ class Lowering {
              md(v).data.format_desc.blocking.inner_nblks ==
                  md(s.in[0]).data.format_desc.blocking.inner_nblks;
     const size_t rank0 = p_.vals[s.out].dims.size();
+    const dt ot = p_.vals[s.out].type;
     auto to_nhwc = [&]() {
       const tag t = rank0 == 4 ? tag::acdb : plain_tag(rank0);
-      for (auto& v : s.in) v = ensure(v, memory::desc(mdims(p_.vals[v].dims), dt::f32, t));
+      for (auto& v : s.in) v = ensure(v, memory::desc(mdims(p_.vals[v].dims), ot, t));
     };
     auto stride_order = [&](const memory::desc& m) {
       std::vector<int> o(m.data.ndims);
@@ -1325,7 +1486,7 @@ class Lowering {
     for (int v : s.in) same = same && stride_order(md(v)) == stride_order(md(s.in[0]));
     if (!same && rank0 == 4) to_nhwc();
     for (int v : s.in) srcs.push_back(md(v));
-    memory::desc dmd(mdims(p_.vals[s.out].dims), dt::f32, tag::any);
+    memory::desc dmd(mdims(p_.vals[s.out].dims), ot, tag::any);
     dnnl::concat::primitive_desc pd;
     try {
       pd = dnnl::concat::primitive_desc(dmd, static_cast<int>(s.axis), srcs, eng_);
@@ -1334,7 +1495,7 @@ class Lowering {
         srcs.clear();
         for (int v : s.in) srcs.push_back(md(v));
         pd = dnnl::concat::primitive_desc(
-            memory::desc(mdims(p_.vals[s.out].dims), dt::f32, tag::acdb),
+            memory::desc(mdims(p_.vals[s.out].dims), ot, tag::acdb),
             static_cast<int>(s.axis), srcs, eng_);
       }
     } catch (const dnnl::error&) {
@@ -1343,11 +1504,11 @@ class Lowering {
       const tag t = rank == 4 ? tag::acdb : plain_tag(rank);
       srcs.clear();
       for (auto& v : s.in) {
-        v = ensure(v, memory::desc(mdims(p_.vals[v].dims), dt::f32, t));
+        v = ensure(v, memory::desc(mdims(p_.vals[v].dims), ot, t));
         srcs.push_back(md(v));
       }
       try {
-        pd = dnnl::concat::primitive_desc(memory::desc(mdims(p_.vals[s.out].dims), dt::f32, t),
+        pd = dnnl::concat::primitive_desc(memory::desc(mdims(p_.vals[s.out].dims), ot, t),
                                           static_cast<int>(s.axis), srcs, eng_);
       } catch (const dnnl::error& e) {
         std::string shapes;
@@ -1427,10 +1588,28 @@ class Lowering {
   }
 
   void resample(Step& s) {
-    const int src = s.in[0];
+    int src = s.in[0];
     memory::desc dmd(mdims(p_.vals[s.out].dims), dt::f32, tag::any);
     dnnl::resampling_forward::desc d(dnnl::prop_kind::forward_inference, s.algo, md(src), dmd);
     dnnl::resampling_forward::primitive_desc pd(d, eng_);
+    // The graph output (typically a large upsampled score map): resample straight into plain
+    // NCHW (the small source reordered first), so the output needs no layout reorder and is
+    // written once, into the caller's tensor.
+    const auto& od = p_.vals[s.out].dims;
+    if (s.out == p_.output_val && od.size() == 4 && !std::getenv("XX_NO_NCHW")) {
+      try {
+        const memory::desc psrc(mdims(p_.vals[src].dims), dt::f32, tag::abcd);
+        const memory::desc pdst(mdims(od), dt::f32, tag::abcd);
+        dnnl::resampling_forward::desc d2(dnnl::prop_kind::forward_inference, s.algo, psrc, pdst);
+        dnnl::resampling_forward::primitive_desc pd2(d2, eng_);
+        if (impl(pd2).find("ref") == std::string::npos) {
+          src = ensure(src, psrc);
+          pd = pd2;
+          s.tags.push_back("->nchw");
+        }
+      } catch (const dnnl::error&) {
+      }
+    }
     set_md(s.out, pd.dst_desc());
     Exec e;
     e.prim = dnnl::resampling_forward(pd);
@@ -1617,6 +1796,8 @@ std::unique_ptr<Plan> Engine::Impl::compile(const std::vector<int64_t>& in_dims)
   p->out_dims = ov.dims;
   memory::desc omd(mdims(ov.dims), dt::f32, plain_tag(ov.dims.size()));
   p->out_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(eng, ov.md, eng, omd));
+  // already NCHW f32: the last step writes the caller's tensor, no copy
+  p->out_direct = ov.md == omd && !ov.external;
   plan_memory(*p, eng);
   p->out_mem = memory(omd, eng, nullptr);
   return p;
@@ -1647,6 +1828,8 @@ at::Tensor Engine::run(const at::Tensor& input) {
   Plan& p = *slot;
   impl_->last = &p;
   p.in_mem.set_data_handle(x.data_ptr());
+  at::Tensor out = at::empty(p.out_dims, at::kFloat);
+  if (p.out_direct) p.mems[p.output_val].set_data_handle(out.data_ptr());
   for (auto& e : p.execs) {
     if (e.custom) {
       impl_->strm.wait();
@@ -1659,9 +1842,10 @@ at::Tensor Engine::run(const at::Tensor& input) {
       }
     }
   }
-  at::Tensor out = at::empty(p.out_dims, at::kFloat);
-  p.out_mem.set_data_handle(out.data_ptr());
-  p.out_reorder.execute(impl_->strm, p.mems[p.output_val], p.out_mem);
+  if (!p.out_direct) {
+    p.out_mem.set_data_handle(out.data_ptr());
+    p.out_reorder.execute(impl_->strm, p.mems[p.output_val], p.out_mem);
+  }
   impl_->strm.wait();
   return out;
 }

@@ -456,5 +456,30 @@ TEST(EngineSpeed, DISABLED_Espnet) {
   }
 }
 
+
+// Not a test: prints the compiled steps of the STDC-like bench models (output/bench, made by
+// bench/engine_bench.sh) and ms per forward at 1x3x1024x2048.
+TEST(EngineSpeed, DISABLED_StdcLike) {
+  for (const std::string name : {"stdc_like.onnx", "stdc_like_int8.onnx"}) {
+    const std::string path = source_dir() + "/output/bench/" + name;
+    if (std::FILE* f = std::fopen(path.c_str(), "rb")) {
+      std::fclose(f);
+    } else {
+      continue;
+    }
+    const auto m = load_model(path);
+    at::manual_seed(0);
+    const at::Tensor x = at::randn({1, 3, 1024, 2048});
+    Engine eng(m);
+    eng.run(x);
+    for (const auto& l : eng.describe()) std::printf("%s\n", l.c_str());
+    const int iters = 3;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < iters; ++i) eng.run(x);
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / iters;
+    std::printf("%s: engine %.1f ms, int8 steps %d\n", name.c_str(), ms, eng.num_int8_steps());
+  }
+}
+
 }  // namespace
 }  // namespace segslim::testing
