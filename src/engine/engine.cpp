@@ -12,15 +12,14 @@
 // kernel on plain NCHW f32 copies ("aten" in describe()).
 #include "engine/engine.h"
 
-#include <oneapi/dnnl/dnnl.hpp>
-
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <map>
+#include <oneapi/dnnl/dnnl.hpp>
 #include <sstream>
 #include <unordered_map>
 #include <unordered_set>
@@ -43,8 +42,8 @@ const std::set<std::string>& runtime_ops() {
   static const std::set<std::string> s{
       "Conv", "ConvTranspose", "BatchNormalization", "PRelu", "Relu", "LeakyRelu", "Clip",
       "Sigmoid", "Tanh", "HardSwish", "Elu", "Add", "Sub", "Mul", "Div", "Concat", "MaxPool",
-      "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Resize", "Upsample",
-      "QuantizeLinear", "DequantizeLinear", "Identity", "Dropout",
+      "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Resize", "Upsample", "QuantizeLinear",
+      "DequantizeLinear", "Identity", "Dropout",
       // ATen fallback (plain f32 copies)
       "Pad", "Softmax", "Reshape", "Flatten", "Transpose", "Slice", "Squeeze", "Unsqueeze"};
   return s;
@@ -86,12 +85,18 @@ std::vector<float> to_floats(const at::Tensor& t) {
 
 tag plain_tag(size_t rank) {
   switch (rank) {
-    case 1: return tag::a;
-    case 2: return tag::ab;
-    case 3: return tag::abc;
-    case 4: return tag::abcd;
-    case 5: return tag::abcde;
-    default: throw Error(str_cat("engine: rank-", rank, " tensors are not supported"));
+    case 1:
+      return tag::a;
+    case 2:
+      return tag::ab;
+    case 3:
+      return tag::abc;
+    case 4:
+      return tag::abcd;
+    case 5:
+      return tag::abcde;
+    default:
+      throw Error(str_cat("engine: rank-", rank, " tensors are not supported"));
   }
 }
 
@@ -134,10 +139,10 @@ struct Step {
   bool deconv = false;
   int64_t groups = 1;
   std::vector<int64_t> strides, dil, pl, pr;
-  at::Tensor w, b;             // ONNX layout; f32, or int8 when int8
+  at::Tensor w, b;  // ONNX layout; f32, or int8 when int8
   bool int8 = false;
-  std::vector<float> alpha;    // int8: real conv output = alpha_c * (acc + bias_c / alpha_c)
-  std::vector<float> beta;     // int8: real bias per channel
+  std::vector<float> alpha;  // int8: real conv output = alpha_c * (acc + bias_c / alpha_c)
+  std::vector<float> beta;   // int8: real bias per channel
   std::vector<PostOp> post;
   // pool / eltwise / binary / resample
   alg algo = alg::undef;
@@ -177,11 +182,11 @@ struct Plan {
   int input_val = -1, output_val = -1;
   std::vector<memory> mems;  // per val, after planning
   std::shared_ptr<uint8_t> arena;
-  memory out_mem;            // user output (nchw f32), handle per run
+  memory out_mem;  // user output (nchw f32), handle per run
   memory in_mem;
   dnnl::reorder out_reorder;
-  bool out_direct = false;   // the output value is NCHW f32: bound to the caller's tensor
   std::vector<int64_t> out_dims;
+  at::Tensor out_cache;  // the last output tensor, reused once the caller drops it
 };
 
 struct Engine::Impl {
@@ -306,17 +311,19 @@ class Builder {
     return &s;
   }
   // The int8 conv producing `name` (f32, not yet read by any step) when its other consumers
-  // (besides Q node `q`) are Concat / Pad / pooling nodes that can take int8: the Q then fuses
-  // into the conv and those consumers read the int8 value.
-  Step* shared_conv(const std::string& name, const onnx::NodeProto& q) {
-    if (outputs_.count(name) || !int8_enabled("Concat") || std::getenv("XX_NO_CAT")) return nullptr;
+  // (besides Q node `q`) are Concats quantized with the same scale (u8 or s8, zero point 0):
+  // the Q then fuses into the conv and the int8 Concats read its int8 output, exactly the
+  // values they would quantize it to.
+  Step* shared_conv(const std::string& name, const onnx::NodeProto& q, float scale, bool u8) {
+    if (outputs_.count(name) || !int8_enabled("Concat")) return nullptr;
     auto it = rt_.find(name);
     if (it == rt_.end() || it->second.val < 0) return nullptr;
     const int v = it->second.val;
     const int pi = producer_[v];
     if (pi < 0) return nullptr;
     Step& s = p_.ir[pi];
-    if (s.kind != Step::kConv || s.out != v || !s.int8 || p_.vals[v].type != dt::f32) return nullptr;
+    if (s.kind != Step::kConv || s.out != v || !s.int8 || p_.vals[v].type != dt::f32)
+      return nullptr;
     for (size_t k = pi + 1; k < p_.ir.size(); ++k)
       for (int i : p_.ir[k].in)
         if (i == v) return nullptr;
@@ -325,8 +332,13 @@ class Builder {
       bool reads = false;
       for (const auto& i : c.input()) reads = reads || i == name;
       if (!reads) continue;
-      const std::string& t = c.op_type();
-      if (t != "Concat" && t != "Pad" && t != "AveragePool" && t != "MaxPool") return nullptr;
+      if (c.op_type() != "Concat") return nullptr;
+      const onnx::NodeProto* cq = q_consumer(c.output(0));
+      if (!cq || cst(cq->input(1)).item<float>() != scale) return nullptr;
+      const at::Tensor z = cq->input_size() > 2 ? cst(cq->input(2)) : at::Tensor();
+      if ((z.defined() && z.item<int>() != 0) ||
+          (!z.defined() || z.scalar_type() == at::kByte) != u8)
+        return nullptr;
     }
     return &s;
   }
@@ -405,8 +417,7 @@ class Builder {
       return eltwise(n);
     if (t == "Add" || t == "Sub" || t == "Mul" || t == "Div") return binary(n);
     if (t == "Concat") return concat(n);
-    if (t == "MaxPool" || t == "AveragePool" || t == "GlobalAveragePool" ||
-        t == "GlobalMaxPool")
+    if (t == "MaxPool" || t == "AveragePool" || t == "GlobalAveragePool" || t == "GlobalMaxPool")
       return pool(n);
     if (t == "Resize" || t == "Upsample") return resize(n);
     if (runtime_ops().count(t)) return aten(n);
@@ -438,18 +449,17 @@ class Builder {
     // Requantize straight out of the convolution when it is the only producer: the conv's
     // per-channel output scale becomes alpha_c / s_y and it writes int8 (zero point 0 only).
     Step* c = fusable_conv(n.input(0));
-    bool shared = false;  // the conv's f32 output also feeds int8-capable Concat / pooling
+    bool shared = false;  // the conv's output also feeds Concats quantized at this scale
     if (!c && zp == 0) {
-      c = shared_conv(n.input(0), n);
+      c = shared_conv(n.input(0), n, scale, u8);
       shared = c != nullptr;
     }
     bool homogeneous = c != nullptr && zp == 0;
     if (c)
       for (auto& po : c->post)
         homogeneous = homogeneous && (po.kind == PostOp::kPrelu ||
-                                      (po.kind == PostOp::kElt &&
-                                       (po.algo == alg::eltwise_relu ||
-                                        po.algo == alg::eltwise_clip)));
+                                      (po.kind == PostOp::kElt && (po.algo == alg::eltwise_relu ||
+                                                                   po.algo == alg::eltwise_clip)));
     if (c && c->int8 && homogeneous) {
       Val& v = p_.vals[c->out];
       v.type = type;
@@ -459,7 +469,7 @@ class Builder {
       c->tags.push_back(std::string("->") + (u8 ? "u8" : "s8"));
       r.qval = c->out;
       rt_[n.output(0)] = r;
-      if (shared) {  // the other consumers read the int8 value (as its DQ)
+      if (shared) {  // the Concats read the int8 value
         Ref a;
         a.qval = c->out;
         a.scale = scale;
@@ -510,7 +520,8 @@ class Builder {
     if (!w.defined()) fail(n, "the weight must be constant");
     if (w.dim() != 4) fail(n, "only 2-D convolutions run");
     const at::Tensor b = n.input_size() > 2 ? cst(n.input(2)) : at::Tensor();
-    if (n.input_size() > 2 && !n.input(2).empty() && !b.defined()) fail(n, "the bias must be constant");
+    if (n.input_size() > 2 && !n.input(2).empty() && !b.defined())
+      fail(n, "the bias must be constant");
     Step s;
     s.kind = Step::kConv;
     s.op = n.op_type();
@@ -528,13 +539,13 @@ class Builder {
     if (rin == rt_.end()) fail(n, "input " + n.input(0) + " is not computed");
     const Ref ref = rin->second;
     auto qi = qinfo_.find(n.input(1));
-    const bool want_int8 = ref.qval >= 0 && !ref.is_q && qi != qinfo_.end() &&
-                           int8_enabled(n.op_type());
+    const bool want_int8 =
+        ref.qval >= 0 && !ref.is_q && qi != qinfo_.end() && int8_enabled(n.op_type());
     bool int8 = false;
     if (want_int8) {
       const QInfo& q = qi->second;
-      const bool sym_w = q.q.scalar_type() == at::kChar &&
-                         (!q.zp.defined() || q.zp.abs().max().item<int>() == 0);
+      const bool sym_w =
+          q.q.scalar_type() == at::kChar && (!q.zp.defined() || q.zp.abs().max().item<int>() == 0);
       const int64_t oc_axis = deconv ? 1 : 0;
       const bool axis_ok = q.scale.numel() == 1 || (q.axis == oc_axis || q.axis == oc_axis - 4);
       const bool src_ok = ref.zp == 0;  // u8/s8 with zero point 0
@@ -561,7 +572,8 @@ class Builder {
         }
         out_sp[d] = (in_sp[d] + s.pl[d] + s.pr[d] - ek) / s.strides[d] + 1;
       } else {
-        if (auto_pad != "NOTSET" || a.find("output_shape")) fail(n, "auto_pad/output_shape are not supported");
+        if (auto_pad != "NOTSET" || a.find("output_shape"))
+          fail(n, "auto_pad/output_shape are not supported");
         const auto op = a.ints("output_padding", {0, 0});
         out_sp[d] = s.strides[d] * (in_sp[d] - 1) + op[d] + ek - s.pl[d] - s.pr[d];
         s.pr[d] -= op[d];  // output padding extends the right edge
@@ -767,8 +779,10 @@ class Builder {
     s.kind = Step::kBinary;
     s.op = t;
     s.name = node_name(n);
-    s.algo = t == "Add" ? alg::binary_add : t == "Sub" ? alg::binary_sub
-             : t == "Mul" ? alg::binary_mul : alg::binary_div;
+    s.algo = t == "Add"   ? alg::binary_add
+             : t == "Sub" ? alg::binary_sub
+             : t == "Mul" ? alg::binary_mul
+                          : alg::binary_div;
     if (c0 && (t == "Sub" || t == "Div")) return aten(n);
     std::string x = n.input(0), y = n.input(1);
     if (c0) std::swap(x, y);
@@ -829,50 +843,37 @@ class Builder {
     rt_[n.output(0)].val = p_.ir.back().out;
   }
 
-  // Concat whose only consumer is a Q (zero point 0) and that has an int8 input: each input
-  // int8 at the Q's scale (an int8-out conv writes it directly, int8 values at another scale
-  // are requantized, f32 ones quantized), the concat itself on int8; the Q becomes the identity.
+  // Concat whose only consumer is a Q (zero point 0): each input int8 at the Q's scale (an
+  // int8-out conv writes it directly, int8 values at that scale are taken as they are, f32
+  // ones quantized: exactly Q(Concat(x)) = Concat(Q(x_i))), the concat itself on int8 (a
+  // quarter of the f32 traffic); the Q becomes the identity.
   bool concat_int8(const onnx::NodeProto& n, Step& s) {
-    if (!int8_enabled("Concat") || std::getenv("XX_NO_CAT")) return false;
+    if (!int8_enabled("Concat")) return false;
     const onnx::NodeProto* q = q_consumer(n.output(0));
     if (!q) return false;
     const at::Tensor z = q->input_size() > 2 ? cst(q->input(2)) : at::Tensor();
     if (z.defined() && z.item<int>() != 0) return false;
     const float scale = cst(q->input(1)).item<float>();
     const dt type = !z.defined() || z.scalar_type() == at::kByte ? dt::u8 : dt::s8;
-    bool any_int8 = false;
     for (const auto& i : n.input()) {
-      const Ref& r = rt_.at(i);
-      if (r.val < 0 && r.qval >= 0 && !r.is_q && r.zp == 0) any_int8 = true;
+      auto it = rt_.find(i);
+      if (it == rt_.end()) return false;
     }
-    if (!any_int8) return false;
     for (const auto& i : n.input()) {
       const Ref r = rt_.at(i);
-      if (r.val < 0 && r.qval >= 0 && !r.is_q && r.zp == 0) {
-        if (r.scale == scale && p_.vals[r.qval].type == type) {
-          s.in.push_back(r.qval);
-          continue;
-        }
-        Step rq;  // requantize: q' = q * s_in / s_out
-        rq.kind = Step::kQuant;
-        rq.op = "Requantize";
-        rq.name = i;
-        rq.in = {r.qval};
-        rq.scale = scale / r.scale;
-        rq.out = new_val(i + "#requant", p_.vals[r.qval].dims, type);
-        p_.vals[rq.out].scale = scale;
-        s.in.push_back(rq.out);
-        add_step(std::move(rq));
+      if (r.val < 0 && r.qval >= 0 && !r.is_q && r.zp == 0 && r.scale == scale &&
+          p_.vals[r.qval].type == type) {
+        s.in.push_back(r.qval);
         continue;
       }
       Step* c = fusable_conv(i);
       bool homogeneous = c != nullptr && c->int8;
       if (c)
         for (auto& po : c->post)
-          homogeneous = homogeneous && (po.kind == PostOp::kPrelu ||
-                                        (po.kind == PostOp::kElt &&
-                                         (po.algo == alg::eltwise_relu ||
-                                          po.algo == alg::eltwise_clip)));
+          homogeneous =
+              homogeneous && (po.kind == PostOp::kPrelu ||
+                              (po.kind == PostOp::kElt &&
+                               (po.algo == alg::eltwise_relu || po.algo == alg::eltwise_clip)));
       if (homogeneous) {
         Val& v = p_.vals[c->out];
         v.type = type;
@@ -932,7 +933,8 @@ class Builder {
       s.kernel = a.ints("kernel_shape");
       s.strides = a.ints("strides", {1, 1});
       pads = a.ints("pads", {0, 0, 0, 0});
-      if (!a.ints("dilations", {1, 1}).empty() && a.ints("dilations", {1, 1}) != std::vector<int64_t>{1, 1})
+      if (!a.ints("dilations", {1, 1}).empty() &&
+          a.ints("dilations", {1, 1}) != std::vector<int64_t>{1, 1})
         return aten(n);
     }
     const bool is_max = t.find("Max") != std::string::npos;
@@ -953,18 +955,25 @@ class Builder {
       const int64_t span = sd[2 + i] + s.pl[i] + s.pr[i] - s.kernel[i];
       out_sp[i] = (ceil ? (span + s.strides[i] - 1) / s.strides[i] : span / s.strides[i]) + 1;
       if (ceil && (out_sp[i] - 1) * s.strides[i] >= sd[2 + i] + s.pl[i]) --out_sp[i];
-      const int64_t extra = (out_sp[i] - 1) * s.strides[i] + s.kernel[i] - (sd[2 + i] + s.pl[i] + s.pr[i]);
+      const int64_t extra =
+          (out_sp[i] - 1) * s.strides[i] + s.kernel[i] - (sd[2 + i] + s.pl[i] + s.pr[i]);
       if (extra > 0) {
         if (!is_max && include) fail(n, "ceil_mode with count_include_pad is not supported");
         s.pr[i] += extra;
       }
     }
-    s.algo = is_max ? alg::pooling_max
-                    : include ? alg::pooling_avg_include_padding : alg::pooling_avg_exclude_padding;
-    // int8 in (an int8 value not materialized in f32, zero point 0): pool on int8, the
-    // output keeps the scale.
+    s.algo = is_max    ? alg::pooling_max
+             : include ? alg::pooling_avg_include_padding
+                       : alg::pooling_avg_exclude_padding;
+    // int8 in (an int8 value not materialized in f32, zero point 0) and quantized again with
+    // the same scale: pool on int8, the output keeps the scale and the Q is the identity.
     const Ref sr = rt_.at(src);
-    if (sr.val < 0 && sr.qval >= 0 && !sr.is_q && sr.zp == 0 && int8_enabled(t)) {
+    const onnx::NodeProto* pq = q_consumer(n.output(0));
+    const at::Tensor pz = pq && pq->input_size() > 2 ? cst(pq->input(2)) : at::Tensor();
+    if (sr.val < 0 && sr.qval >= 0 && !sr.is_q && sr.zp == 0 && int8_enabled(t) && pq &&
+        cst(pq->input(1)).item<float>() == sr.scale && (!pz.defined() || pz.item<int>() == 0) &&
+        (pz.defined() && pz.scalar_type() == at::kChar ? dt::s8 : dt::u8) ==
+            p_.vals[sr.qval].type) {
       s.in = {sr.qval};
       s.out = new_val(n.output(0), {sd[0], sd[1], out_sp[0], out_sp[1]}, p_.vals[sr.qval].type);
       p_.vals[s.out].scale = sr.scale;
@@ -1002,7 +1011,8 @@ class Builder {
       auto sc = to_floats(scales);
       for (int i = 0; i < 4; ++i) {
         out[i] = static_cast<int64_t>(std::floor(d[i] * sc[i]));
-        exact = exact && std::fabs(static_cast<double>(out[i]) - d[i] * static_cast<double>(sc[i])) < 1e-6;
+        exact = exact &&
+                std::fabs(static_cast<double>(out[i]) - d[i] * static_cast<double>(sc[i])) < 1e-6;
       }
     } else {
       fail(n, "needs scales or sizes of rank 4");
@@ -1046,7 +1056,8 @@ class Builder {
       if (pads.defined() && pads.numel() == 8 && val.defined() && val.item<double>() == 0 &&
           mode == "constant") {
         auto p = ops::to_int_vector(pads);
-        if (p[0] == 0 && p[1] == 0 && p[4] == 0 && p[5] == 0 && *std::min_element(p.begin(), p.end()) >= 0) {
+        if (p[0] == 0 && p[1] == 0 && p[4] == 0 && p[5] == 0 &&
+            *std::min_element(p.begin(), p.end()) >= 0) {
           for (const auto& nn : model_.graph().node())
             for (const auto& i : nn.input())
               if (i == n.output(0) && nn.op_type() == "AveragePool") {
@@ -1122,9 +1133,7 @@ class Lowering {
     p_.vals[v].md = m;
     p_.vals[v].has_md = true;
   }
-  static std::string impl(const dnnl::primitive_desc_base& pd) {
-    return pd.impl_info_str();
-  }
+  static std::string impl(const dnnl::primitive_desc_base& pd) { return pd.impl_info_str(); }
 
   // A value with exactly layout `want` (same dims and type): itself, or a reorder of it.
   int ensure(int v, const memory::desc& want) {
@@ -1173,16 +1182,26 @@ class Lowering {
 
   void lower(Step& s) {
     switch (s.kind) {
-      case Step::kConv: return conv(s);
-      case Step::kPool: return pool(s);
-      case Step::kConcat: return concat(s);
-      case Step::kBinary: return binary(s);
-      case Step::kElt: return eltwise(s);
-      case Step::kPrelu: return prelu(s);
-      case Step::kResample: return resample(s);
-      case Step::kQuant: return quant(s);
-      case Step::kDequant: return dequant(s);
-      case Step::kAten: return aten(s);
+      case Step::kConv:
+        return conv(s);
+      case Step::kPool:
+        return pool(s);
+      case Step::kConcat:
+        return concat(s);
+      case Step::kBinary:
+        return binary(s);
+      case Step::kElt:
+        return eltwise(s);
+      case Step::kPrelu:
+        return prelu(s);
+      case Step::kResample:
+        return resample(s);
+      case Step::kQuant:
+        return quant(s);
+      case Step::kDequant:
+        return dequant(s);
+      case Step::kAten:
+        return aten(s);
     }
   }
 
@@ -1193,10 +1212,11 @@ class Lowering {
     const int64_t OC = out.dims[1], IC = sv.dims[1], G = s.groups;
     const int64_t kh = s.w.size(2), kw = s.w.size(3);
     const dt wt = s.int8 ? dt::s8 : dt::f32;
-    memory::dims wd = G == 1 ? memory::dims{OC, IC, kh, kw}
-                             : memory::dims{G, OC / G, IC / G, kh, kw};
+    memory::dims wd =
+        G == 1 ? memory::dims{OC, IC, kh, kw} : memory::dims{G, OC / G, IC / G, kh, kw};
     // ONNX conv [OC, IC/G, kh, kw] = oihw / goihw; ConvTranspose [IC, OC/G, kh, kw] = iohw / giohw
-    const tag wuser = s.deconv ? (G == 1 ? tag::iohw : tag::giohw) : (G == 1 ? tag::oihw : tag::goihw);
+    const tag wuser =
+        s.deconv ? (G == 1 ? tag::iohw : tag::giohw) : (G == 1 ? tag::oihw : tag::goihw);
     memory::dims strides = mdims(s.strides), pl = mdims(s.pl), pr = mdims(s.pr);
     memory::dims dil{s.dil[0] - 1, s.dil[1] - 1};  // oneDNN counts dilation from 0
     const bool has_bias = s.b.defined() || s.int8;
@@ -1275,7 +1295,9 @@ class Lowering {
     // Layouts: activations stay NHWC (channels of any count, cheap concat, int8's native
     // layout); the producer's layout first, then NHWC, then whatever oneDNN prefers; the first
     // non-reference kernel wins.
-    auto is_ref = [&](const dnnl::primitive_desc& p) { return impl(p).find("ref") != std::string::npos; };
+    auto is_ref = [&](const dnnl::primitive_desc& p) {
+      return impl(p).find("ref") != std::string::npos;
+    };
     auto search = [&]() {
       const memory::desc nhwc_d(mdims(out.dims), dst_type, tag::acdb);
       const memory::desc dmd(mdims(out.dims), dst_type, tag::any);
@@ -1323,7 +1345,9 @@ class Lowering {
       set_post_ops();
       pd = search();
     };
-    auto is_gemm = [&](const dnnl::primitive_desc& p) { return impl(p).find("gemm") != std::string::npos; };
+    auto is_gemm = [&](const dnnl::primitive_desc& p) {
+      return impl(p).find("gemm") != std::string::npos;
+    };
     if (is_gemm(pd)) {
       for (size_t k = 0; k < s.post.size(); ++k)
         if (s.post[k].kind == PostOp::kAdd) {
@@ -1331,7 +1355,7 @@ class Lowering {
           break;
         }
     }
-    bool requant = false;  // int8-out conv split: f32 out, post-ops, then a Q reorder
+    bool requant = false;             // int8-out conv split: f32 out, post-ops, then a Q reorder
     if (is_ref(pd) || is_gemm(pd)) {  // gemm's PReLU post-op is slow too (int8 deconv)
       for (size_t k = 0; k < s.post.size(); ++k)
         if (s.post[k].kind == PostOp::kPrelu) {
@@ -1494,9 +1518,8 @@ class Lowering {
         to_nhwc();
         srcs.clear();
         for (int v : s.in) srcs.push_back(md(v));
-        pd = dnnl::concat::primitive_desc(
-            memory::desc(mdims(p_.vals[s.out].dims), ot, tag::acdb),
-            static_cast<int>(s.axis), srcs, eng_);
+        pd = dnnl::concat::primitive_desc(memory::desc(mdims(p_.vals[s.out].dims), ot, tag::acdb),
+                                          static_cast<int>(s.axis), srcs, eng_);
       }
     } catch (const dnnl::error&) {
       // blocked inputs whose channels are not a multiple of the block: concat in nhwc
@@ -1523,7 +1546,8 @@ class Lowering {
     set_md(s.out, pd.dst_desc());
     Exec e;
     e.prim = dnnl::concat(pd);
-    for (size_t i = 0; i < s.in.size(); ++i) e.val_args[DNNL_ARG_MULTIPLE_SRC + static_cast<int>(i)] = s.in[i];
+    for (size_t i = 0; i < s.in.size(); ++i)
+      e.val_args[DNNL_ARG_MULTIPLE_SRC + static_cast<int>(i)] = s.in[i];
     e.val_args[DNNL_ARG_DST] = s.out;
     e.reads = s.in;
     e.writes = {s.out};
@@ -1588,28 +1612,10 @@ class Lowering {
   }
 
   void resample(Step& s) {
-    int src = s.in[0];
+    const int src = s.in[0];
     memory::desc dmd(mdims(p_.vals[s.out].dims), dt::f32, tag::any);
     dnnl::resampling_forward::desc d(dnnl::prop_kind::forward_inference, s.algo, md(src), dmd);
     dnnl::resampling_forward::primitive_desc pd(d, eng_);
-    // The graph output (typically a large upsampled score map): resample straight into plain
-    // NCHW (the small source reordered first), so the output needs no layout reorder and is
-    // written once, into the caller's tensor.
-    const auto& od = p_.vals[s.out].dims;
-    if (s.out == p_.output_val && od.size() == 4 && !std::getenv("XX_NO_NCHW")) {
-      try {
-        const memory::desc psrc(mdims(p_.vals[src].dims), dt::f32, tag::abcd);
-        const memory::desc pdst(mdims(od), dt::f32, tag::abcd);
-        dnnl::resampling_forward::desc d2(dnnl::prop_kind::forward_inference, s.algo, psrc, pdst);
-        dnnl::resampling_forward::primitive_desc pd2(d2, eng_);
-        if (impl(pd2).find("ref") == std::string::npos) {
-          src = ensure(src, psrc);
-          pd = pd2;
-          s.tags.push_back("->nchw");
-        }
-      } catch (const dnnl::error&) {
-      }
-    }
     set_md(s.out, pd.dst_desc());
     Exec e;
     e.prim = dnnl::resampling_forward(pd);
@@ -1642,9 +1648,9 @@ class Lowering {
   void dequant(Step& s) {
     const int src = s.in[0];
     const memory::desc& smd = md(src);
-    const memory::desc dmd(mdims(p_.vals[s.out].dims), dt::f32,
-                           p_.vals[s.out].dims.size() == 4 ? tag::acdb
-                                                           : plain_tag(p_.vals[s.out].dims.size()));
+    const memory::desc dmd(
+        mdims(p_.vals[s.out].dims), dt::f32,
+        p_.vals[s.out].dims.size() == 4 ? tag::acdb : plain_tag(p_.vals[s.out].dims.size()));
     dnnl::primitive_attr attr;
     attr.set_output_scales(0, {s.scale});
     if (s.zp != 0) attr.set_zero_points(DNNL_ARG_SRC, 0, {s.zp});
@@ -1678,7 +1684,8 @@ class Lowering {
           in.push_back(step->const_in[k]);
         } else {
           const int v = plain_in[step->in_slot[k]];
-          in.push_back(at::from_blob(plan->mems[v].get_data_handle(), plan->vals[v].dims, at::kFloat));
+          in.push_back(
+              at::from_blob(plan->mems[v].get_data_handle(), plan->vals[v].dims, at::kFloat));
         }
       }
       ops::NodeContext ctx(*step->node, opset, false);
@@ -1734,8 +1741,9 @@ void plan_memory(Plan& p, const dnnl::engine& eng) {
       off[v] = bufs[best].off;
     }
   }
-  p.arena = std::shared_ptr<uint8_t>(static_cast<uint8_t*>(std::aligned_alloc(align, total + align)),
-                                     [](uint8_t* q) { std::free(q); });
+  p.arena =
+      std::shared_ptr<uint8_t>(static_cast<uint8_t*>(std::aligned_alloc(align, total + align)),
+                               [](uint8_t* q) { std::free(q); });
   p.mems.assign(nv, memory());
   for (int v = 0; v < nv; ++v) {
     if (!p.vals[v].has_md) continue;
@@ -1774,8 +1782,8 @@ void Engine::Impl::check_supported() {
     if (!ok && !bad.count(type)) bad[type] = node_name(n);
   }
   if (bad.empty()) return;
-  std::string msg = opt.origin + ": the engine cannot run " + std::to_string(bad.size()) +
-                    " op type(s): ";
+  std::string msg =
+      opt.origin + ": the engine cannot run " + std::to_string(bad.size()) + " op type(s): ";
   bool first = true;
   for (const auto& [t, nn] : bad) {
     msg += (first ? "" : ", ") + t + " (node " + nn + ")";
@@ -1796,8 +1804,6 @@ std::unique_ptr<Plan> Engine::Impl::compile(const std::vector<int64_t>& in_dims)
   p->out_dims = ov.dims;
   memory::desc omd(mdims(ov.dims), dt::f32, plain_tag(ov.dims.size()));
   p->out_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(eng, ov.md, eng, omd));
-  // already NCHW f32: the last step writes the caller's tensor, no copy
-  p->out_direct = ov.md == omd && !ov.external;
   plan_memory(*p, eng);
   p->out_mem = memory(omd, eng, nullptr);
   return p;
@@ -1809,8 +1815,8 @@ Engine::Engine(const onnx::ModelProto& model, EngineOptions options)
   impl_->opt = std::move(options);
   impl_->opset = default_opset(model);
   const auto inputs = real_inputs(model.graph());
-  SEGSLIM_CHECK(inputs.size() == 1, impl_->opt.origin, ": the engine runs models with one input, this one has ",
-                inputs.size());
+  SEGSLIM_CHECK(inputs.size() == 1, impl_->opt.origin,
+                ": the engine runs models with one input, this one has ", inputs.size());
   SEGSLIM_CHECK(model.graph().output_size() >= 1, impl_->opt.origin, ": the model has no output");
   impl_->input_name = inputs[0]->name();
   impl_->check_supported();
@@ -1819,8 +1825,8 @@ Engine::Engine(const onnx::ModelProto& model, EngineOptions options)
 Engine::~Engine() = default;
 
 at::Tensor Engine::run(const at::Tensor& input) {
-  SEGSLIM_CHECK(input.scalar_type() == at::kFloat && input.device().is_cpu(),
-                impl_->opt.origin, ": the engine takes a float32 CPU tensor");
+  SEGSLIM_CHECK(input.scalar_type() == at::kFloat && input.device().is_cpu(), impl_->opt.origin,
+                ": the engine takes a float32 CPU tensor");
   at::Tensor x = input.contiguous();
   const std::vector<int64_t> dims = x.sizes().vec();
   auto& slot = impl_->plans[dims];
@@ -1828,8 +1834,6 @@ at::Tensor Engine::run(const at::Tensor& input) {
   Plan& p = *slot;
   impl_->last = &p;
   p.in_mem.set_data_handle(x.data_ptr());
-  at::Tensor out = at::empty(p.out_dims, at::kFloat);
-  if (p.out_direct) p.mems[p.output_val].set_data_handle(out.data_ptr());
   for (auto& e : p.execs) {
     if (e.custom) {
       impl_->strm.wait();
@@ -1838,14 +1842,19 @@ at::Tensor Engine::run(const at::Tensor& input) {
       try {
         e.prim.execute(impl_->strm, e.args);
       } catch (const dnnl::error& err) {
-        throw Error(str_cat(impl_->opt.origin, ": oneDNN failed in step '", e.line, "': ", err.what()));
+        throw Error(
+            str_cat(impl_->opt.origin, ": oneDNN failed in step '", e.line, "': ", err.what()));
       }
     }
   }
-  if (!p.out_direct) {
-    p.out_mem.set_data_handle(out.data_ptr());
-    p.out_reorder.execute(impl_->strm, p.mems[p.output_val], p.out_mem);
-  }
+  // The previous output, when the caller has let go of it (and of every view of it): a large
+  // fresh buffer would be page-faulted in on every run (a 1x19x1024x2048 map is 160 MB).
+  if (!p.out_cache.defined() || p.out_cache.use_count() != 1 ||
+      p.out_cache.storage().use_count() != 1)  // nor a view of it
+    p.out_cache = at::empty(p.out_dims, at::kFloat);
+  at::Tensor out = p.out_cache;
+  p.out_mem.set_data_handle(out.data_ptr());
+  p.out_reorder.execute(impl_->strm, p.mems[p.output_val], p.out_mem);
   impl_->strm.wait();
   return out;
 }

@@ -1,9 +1,8 @@
 // The oneDNN engine against the LibTorch executor: every kernel and fusion in FP32 (1e-4
 // relative to the output's scale), int8 QDQ models against the executor's fake-quant output
 // (equal up to rounding ties), the tiny segmentation net, the real ESPNet, and refusals.
-#include <gtest/gtest.h>
-
 #include <ATen/Parallel.h>
+#include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstdio>
@@ -70,7 +69,7 @@ onnx::ModelProto conv_model(const ConvCase& c) {
 TEST(EngineFp32, ConvVariants) {
   at::manual_seed(1);
   const std::vector<ConvCase> cases{
-      {{1, 3, 17, 23}, 16, 3, 2, 1, 1, {1, 1, 1, 1}, true},     // stem, odd H/W
+      {{1, 3, 17, 23}, 16, 3, 2, 1, 1, {1, 1, 1, 1}, true},    // stem, odd H/W
       {{2, 5, 9, 11}, 7, 3, 1, 1, 1, {1, 0, 2, 1}, false},     // asymmetric pads, batch 2
       {{1, 24, 13, 13}, 24, 3, 1, 24, 2, {2, 2, 2, 2}, true},  // depthwise dilated
       {{1, 20, 8, 10}, 20, 3, 1, 4, 1, {1, 1, 1, 1}, true},    // grouped
@@ -133,12 +132,12 @@ TEST(EngineFp32, ConvReluAddResidualAndStandaloneOps) {
   set_attr_ints(b.node("Conv", "c1", {"x", "w1"}, {"c1"}), "pads", {1, 1, 1, 1});
   b.node("Relu", "r1", {"c1"}, {"r1"});
   b.node("Conv", "c2", {"r1", "w2", "b2"}, {"c2"});
-  b.node("Add", "add", {"c2", "x"}, {"a"});                   // residual into c2
+  b.node("Add", "add", {"c2", "x"}, {"a"});  // residual into c2
   set_attr_int(b.node("Concat", "cat", {"a", "r1"}, {"cat"}), "axis", 1);
   b.node("BatchNormalization", "bn", {"cat", "g", "be", "m", "v"}, {"bn"});  // standalone
   b.node("PRelu", "p", {"bn", "slope"}, {"p"});
   b.node("Add", "add2", {"p", "cat"}, {"a2"});
-  b.node("PRelu", "p1", {"a2", "s1"}, {"y"});                  // single slope
+  b.node("PRelu", "p1", {"a2", "s1"}, {"y"});  // single slope
   b.output("y");
   expect_fp32_match(b.model, at::randn({2, 12, 9, 7}));
   Engine eng(b.model);
@@ -349,7 +348,8 @@ TEST(EngineFp32, EspnetOneImage) {
   const auto m = load_model(path);
   const auto cfg = load_data_config(source_dir() + "/configs/sample_camvid.yml");
   const at::Tensor x =
-      load_inference_image(eval_dataset(cfg), source_dir() + "/sample/camvid/val/0016E5_07959.png").input;
+      load_inference_image(eval_dataset(cfg), source_dir() + "/sample/camvid/val/0016E5_07959.png")
+          .input;
   Engine eng(m, {{}, path});
   const at::Tensor got = eng.run(x);
   const at::Tensor want = run_exec(m, x);
@@ -400,7 +400,8 @@ TEST(EngineFp32, EspnetLikeBlockBatchThree) {
   b.node("BatchNormalization", "bn2", {"r", "g2", "be2", "m2", "v2"}, {"bn2"});
   b.node("PRelu", "p2", {"bn2", "slope2"}, {"y"});
   b.output("y");
-  for (const auto& in : std::vector<std::vector<int64_t>>{{3, 8, 10, 12}, {1, 8, 10, 12}, {3, 8, 40, 36}})
+  for (const auto& in :
+       std::vector<std::vector<int64_t>>{{3, 8, 10, 12}, {1, 8, 10, 12}, {3, 8, 40, 36}})
     expect_fp32_match(b.model, at::randn(in));
   // every image of a batch equals that image run alone
   Engine eng(b.model);
@@ -415,7 +416,8 @@ TEST(EngineFp32, EspnetBatchTwo) {
   const auto m = load_model(path);
   const auto cfg = load_data_config(source_dir() + "/configs/sample_camvid.yml");
   const at::Tensor img =
-      load_inference_image(eval_dataset(cfg), source_dir() + "/sample/camvid/val/0016E5_07959.png").input;
+      load_inference_image(eval_dataset(cfg), source_dir() + "/sample/camvid/val/0016E5_07959.png")
+          .input;
   const at::Tensor x = at::cat({img, img.flip(3)}, 0);
   Engine eng(m, {{}, path});
   const at::Tensor got = eng.run(x);
@@ -429,6 +431,67 @@ TEST(EngineFp32, EspnetBatchTwo) {
   at::manual_seed(5);
   const at::Tensor s = at::randn({2, 3, 128, 160});
   EXPECT_TRUE(close_to_scale(eng.run(s), run_exec(m, s), 1e-4)) << joined(eng.describe());
+}
+
+// An STDC-like module: branch outputs feed both the next branch's conv and a Concat (the first
+// through a 3x3/2 AveragePool), the Concat feeds convs. The Concat runs on int8: the last
+// branch's conv writes int8 at the Concat's scale into it, the others are quantized from f32
+// (exactly Q(Concat)); no f32 Concat, no Q after it.
+TEST(EngineInt8, ConcatAndAvgPoolStayInt8) {
+  at::manual_seed(11);
+  GraphBuilder b;
+  b.init("w0", at::randn({16, 3, 3, 3}) * 0.3);
+  b.init("b0", at::randn({16}) * 0.1);
+  b.init("w1", at::randn({16, 16, 1, 1}) * 0.3);
+  b.init("b1", at::randn({16}) * 0.1);
+  b.init("w2", at::randn({8, 16, 3, 3}) * 0.2);
+  b.init("b2", at::randn({8}) * 0.1);
+  b.init("w3", at::randn({8, 8, 3, 3}) * 0.3);
+  b.init("b3", at::randn({8}) * 0.1);
+  b.init("w4", at::randn({6, 32, 1, 1}) * 0.3);
+  set_attr_ints(b.node("Conv", "c0", {"x", "w0", "b0"}, {"c0"}), "pads", {1, 1, 1, 1});
+  b.node("Relu", "r0", {"c0"}, {"r0"});
+  b.node("Conv", "c1", {"r0", "w1", "b1"}, {"c1"});
+  b.node("Relu", "r1", {"c1"}, {"r1"});
+  auto* c2 = b.node("Conv", "c2", {"r1", "w2", "b2"}, {"c2"});
+  set_attr_ints(c2, "pads", {1, 1, 1, 1});
+  set_attr_ints(c2, "strides", {2, 2});
+  b.node("Relu", "r2", {"c2"}, {"r2"});
+  set_attr_ints(b.node("Conv", "c3", {"r2", "w3", "b3"}, {"c3"}), "pads", {1, 1, 1, 1});
+  b.node("Relu", "r3", {"c3"}, {"r3"});
+  auto* pool = b.node("AveragePool", "pool", {"r1"}, {"p1"});
+  set_attr_ints(pool, "kernel_shape", {3, 3});
+  set_attr_ints(pool, "strides", {2, 2});
+  set_attr_ints(pool, "pads", {1, 1, 1, 1});
+  set_attr_int(b.node("Concat", "cat", {"p1", "r2", "r3"}, {"cat"}), "axis", 1);
+  b.node("Conv", "c4", {"cat", "w4"}, {"y"});
+  b.output("y");
+  const at::Tensor x = at::randn({2, 3, 24, 30});
+  const auto q = quantize(b.model, x);
+  Engine eng(q);
+  expect_int8_match(eng, q, x);
+  const std::string d = joined(eng.describe());
+  EXPECT_NE(d.find("Concat cat int8"), std::string::npos) << d;
+  EXPECT_NE(d.find("Conv c3 int8 s8 +bias +relu ->s8(concat)"), std::string::npos) << d;
+  EXPECT_EQ(d.find("Dequantize"), std::string::npos) << d;
+  EXPECT_EQ(d.find("QuantizeLinear cat"), std::string::npos) << d;
+  EXPECT_EQ(eng.num_int8_steps(), 5) << d;
+  // int8_op_types without Concat: the Concat runs in f32, the same numbers within a step
+  EngineOptions no_cat;
+  no_cat.int8_op_types = {"Conv"};
+  Engine eng2(q, no_cat);
+  expect_int8_match(eng2, q, x);
+  EXPECT_EQ(joined(eng2.describe()).find("Concat cat int8"), std::string::npos);
+  // the output buffer is reused only once the caller holds neither it nor a view of it
+  const at::Tensor x2 = at::randn({2, 3, 24, 30});
+  at::Tensor view = eng.run(x).narrow(1, 0, 3);
+  const at::Tensor kept = view.clone();
+  at::Tensor whole = eng.run(x2);
+  EXPECT_TRUE(at::equal(view, kept));
+  const at::Tensor whole_kept = whole.clone();
+  const at::Tensor again = eng.run(x);
+  EXPECT_TRUE(at::equal(whole, whole_kept));
+  EXPECT_FALSE(at::equal(again, whole));
 }
 
 // Not a test: prints the compiled steps and ms per forward of ESPNet 1x3x360x480, FP32 and
@@ -445,20 +508,25 @@ TEST(EngineSpeed, DISABLED_Espnet) {
     const int iters = 10;
     const auto t0 = std::chrono::steady_clock::now();
     for (int i = 0; i < iters; ++i) eng.run(x);
-    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / iters;
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() /
+        iters;
     Executor exec(*model);
     at::InferenceMode guard;
     const auto t1 = std::chrono::steady_clock::now();
     for (int i = 0; i < 3; ++i) exec.forward(x);
-    const double ems = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count() / 3;
+    const double ems =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count() /
+        3;
     std::printf("%s: engine %.1f ms, executor %.1f ms, int8 steps %d, threads %d\n",
-                model == &m ? "FP32" : "INT8", ms, ems, eng.num_int8_steps(), at::get_num_threads());
+                model == &m ? "FP32" : "INT8", ms, ems, eng.num_int8_steps(),
+                at::get_num_threads());
   }
 }
 
-
 // Not a test: prints the compiled steps of the STDC-like bench models (output/bench, made by
-// bench/engine_bench.sh) and ms per forward at 1x3x1024x2048.
+// bench/engine_bench.sh) and ms per forward at 1x3x1024x2048, checks them against the
+// executor at 1x3x256x512.
 TEST(EngineSpeed, DISABLED_StdcLike) {
   for (const std::string name : {"stdc_like.onnx", "stdc_like_int8.onnx"}) {
     const std::string path = source_dir() + "/output/bench/" + name;
@@ -476,8 +544,17 @@ TEST(EngineSpeed, DISABLED_StdcLike) {
     const int iters = 3;
     const auto t0 = std::chrono::steady_clock::now();
     for (int i = 0; i < iters; ++i) eng.run(x);
-    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / iters;
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() /
+        iters;
     std::printf("%s: engine %.1f ms, int8 steps %d\n", name.c_str(), ms, eng.num_int8_steps());
+    // and against the executor (fake-quant for the INT8 model) at a smaller size
+    const at::Tensor xs = at::randn({1, 3, 256, 512});
+    if (name == "stdc_like_int8.onnx") {
+      expect_int8_match(eng, m, xs);
+    } else {
+      EXPECT_TRUE(close_to_scale(eng.run(xs), run_exec(m, xs), 1e-4));
+    }
   }
 }
 
