@@ -260,15 +260,7 @@ TEST(EngineFp32, RefusesUnsupportedOpsNamingThem) {
 onnx::ModelProto quantize(const onnx::ModelProto& fp32, const at::Tensor& x,
                           const passes::QuantPolicy& policy = {}) {
   passes::QdqModel q = passes::insert_qdq(fp32, policy);
-  Executor exec(fp32);
-  std::vector<std::string> names;
-  for (const auto& s : q.activations) names.push_back(s.tensor);
-  const auto values = exec.run({{exec.input_names().at(0), x}}, names);
-  for (const auto& s : q.activations) {
-    const at::Tensor scale = (values.at(s.tensor).abs().max() / 127).to(at::kFloat);
-    for (auto& init : *q.model.mutable_graph()->mutable_initializer())
-      if (init.name() == s.scale) init = tensor_to_proto(scale, s.scale);
-  }
+  calibrate_abs_max(q, fp32, x);
   return passes::export_qdq(q.model);
 }
 

@@ -10,6 +10,7 @@
 #include "exec/executor.h"
 #include "graph/model.h"
 #include "graph/tensor_proto.h"
+#include "support/qdq_test_util.h"
 #include "support/test_support.h"
 
 namespace segslim::testing {

@@ -17,20 +17,6 @@ using passes::QuantPolicy;
 
 onnx::ModelProto folded_tiny() { return passes::fold_batchnorm(tiny_model()); }
 
-// Sets every activation scale to max|x| / 127 from one FP32 run (a one-batch abs-max
-// calibration) by rewriting the scale initializers.
-void calibrate(QdqModel& q, const onnx::ModelProto& fp32, const at::Tensor& x) {
-  Executor exec(fp32);
-  std::vector<std::string> names;
-  for (const auto& s : q.activations) names.push_back(s.tensor);
-  const auto values = exec.run({{exec.input_names().at(0), x}}, names);
-  for (const auto& s : q.activations) {
-    const at::Tensor scale = (values.at(s.tensor).abs().max() / 127).to(at::kFloat);
-    for (auto& init : *q.model.mutable_graph()->mutable_initializer())
-      if (init.name() == s.scale) init = tensor_to_proto(scale, s.scale);
-  }
-}
-
 double rel_l2(const at::Tensor& a, const at::Tensor& e) {
   return ((a - e).norm() / e.norm()).item<double>();
 }
@@ -122,7 +108,7 @@ TEST(InsertQdq, CalibratedOutputsCloseToFp32AndFusionChangesNothing) {
   const auto model = folded_tiny();
   const auto x = tiny_input();
   QdqModel q = passes::insert_qdq(model, {});
-  calibrate(q, model, x);
+  calibrate_abs_max(q, model, x);
   const at::Tensor fp32 = run_model(model, x);
   const at::Tensor fused = run_model(q.model, x);
   ExecutorOptions unfused_opts;
@@ -158,7 +144,7 @@ TEST(ExportQdq, WeightsBecomeInt8AndOutputsMatchFakeQuant) {
   const auto model = folded_tiny();
   const auto x = tiny_input();
   QdqModel q = passes::insert_qdq(model, {});
-  calibrate(q, model, x);
+  calibrate_abs_max(q, model, x);
   const auto exported = passes::export_qdq(q.model);
   EXPECT_EQ(count_ops(exported, "QuantizeLinear"), 6);  // the activations only
   EXPECT_EQ(count_ops(exported, "DequantizeLinear"), 12);
