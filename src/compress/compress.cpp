@@ -4,9 +4,7 @@
 
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "common/error.h"
 #include "common/files.h"
@@ -26,13 +24,6 @@ namespace segslim {
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // Global.model, else Global.model_dir/model_filename, else model_dir itself when it is a file.
 std::string model_from_config(const GlobalConfig& g) {
@@ -264,7 +255,7 @@ CompressSummary run_compress(const CompressRequest& req) {
   nlohmann::json report = {{"model", w.model_path},
                            {"data", data_path},
                            {"config", req.config_path},
-                           {"config_text", read_text(req.config_path)},
+                           {"config_text", read_file(req.config_path, "compression config")},
                            {"strategy", strategy},
                            {"output_model", w.model_out},
                            {"class_names", w.data.val->class_names},

@@ -6,6 +6,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "common/files.h"
 #include "graph/model.h"
 #include "support/cli_runner.h"
 #include "support/test_support.h"
@@ -57,10 +58,7 @@ nlohmann::json read_json(const std::string& path) {
   return nlohmann::json::parse(in);
 }
 
-std::string file_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
+std::string file_bytes(const std::string& path) { return read_file(path, "test file"); }
 
 std::map<std::string, int> op_counts(const onnx::ModelProto& m) {
   std::map<std::string, int> counts;

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/files.h"
 #include "graph/model.h"
 #include "graph/tensor_proto.h"
 #include "support/test_support.h"
@@ -14,12 +15,7 @@ namespace {
 
 const std::string kModel = source_dir() + "/tests/exec/fixtures/tiny_segnet/model.onnx";
 
-std::string file_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string file_bytes(const std::string& path) { return read_file(path, "test file"); }
 
 void expect_error(const std::string& path, const std::string& fragment) {
   try {
