@@ -3,24 +3,34 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 
 namespace segslim {
 
-Progress::Progress(std::string label, int64_t total, std::string unit)
+namespace {
+std::atomic<uint64_t> g_ticks{0};
+}  // namespace
+
+uint64_t progress_ticks() { return g_ticks.load(std::memory_order_relaxed); }
+
+Progress::Progress(std::string label, int64_t total, std::string unit, bool visible)
     : label_(std::move(label)),
       unit_(std::move(unit)),
       total_(total),
       start_(std::chrono::steady_clock::now()),
       last_draw_(start_),
-      tty_(::isatty(STDERR_FILENO) != 0) {}
+      tty_(::isatty(STDERR_FILENO) != 0),
+      visible_(visible) {}
 
 double Progress::elapsed_seconds() const {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
 }
 
 void Progress::advance(int64_t n, const std::string& status) {
+  g_ticks.fetch_add(1, std::memory_order_relaxed);
   done_ += n;
+  if (!visible_) return;
   const auto now = std::chrono::steady_clock::now();
   const int decile = total_ > 0 ? static_cast<int>(10 * done_ / total_) : 0;
   if (tty_ ? now - last_draw_ > std::chrono::milliseconds(200) : decile != last_decile_) {
@@ -30,7 +40,9 @@ void Progress::advance(int64_t n, const std::string& status) {
   }
 }
 
-void Progress::finish(const std::string& status) { draw(true, status); }
+void Progress::finish(const std::string& status) {
+  if (visible_) draw(true, status);
+}
 
 void Progress::draw(bool final_line, const std::string& status) {
   const double elapsed = elapsed_seconds();

@@ -10,7 +10,8 @@ namespace segslim {
 
 class Progress {
  public:
-  Progress(std::string label, int64_t total, std::string unit = "img");
+  // visible = false: counts (progress_ticks) without drawing (data-parallel ranks other than 0).
+  Progress(std::string label, int64_t total, std::string unit = "img", bool visible = true);
   // Advance by `n` units; `status` is appended to the line.
   void advance(int64_t n, const std::string& status = "");
   void finish(const std::string& status = "");
@@ -23,6 +24,11 @@ class Progress {
   std::chrono::steady_clock::time_point start_, last_draw_;
   int last_decile_ = -1;
   bool tty_;
+  bool visible_;
 };
+
+// Progress::advance calls so far in this process, from any Progress: the distributed health
+// monitor publishes it as the sign that this process's work is moving (dist/health.h).
+uint64_t progress_ticks();
 
 }  // namespace segslim

@@ -76,7 +76,13 @@ void save_best(const Workspace& w, const onnx::ModelProto& model) {
 }  // namespace
 
 CompressSummary run_compress(const CompressRequest& req) {
+  dist::Group single_process;
+  return run_compress(req, single_process);
+}
+
+CompressSummary run_compress(const CompressRequest& req, dist::Group& group) {
   const auto started = std::chrono::steady_clock::now();
+  const bool root = group.is_root();
   Workspace w;
   w.config = load_compress_config(req.config_path);
   const CompressConfig& cfg = w.config;
@@ -126,11 +132,12 @@ CompressSummary run_compress(const CompressRequest& req) {
   int folded_count = 0;
   w.folded = qa.freeze_bn ? passes::fold_batchnorm(w.fp32, &folded_count) : w.fp32;
   const passes::QdqModel qdq = passes::insert_qdq(w.folded, policy);
-  std::fprintf(stderr,
-               "%s: %s strategy; %d BatchNormalization folded; %zu weights and %zu "
-               "activations quantized\n",
-               w.model_path.c_str(), strategy.c_str(), folded_count, qdq.weights.size(),
-               qdq.activations.size());
+  if (root)
+    std::fprintf(stderr,
+                 "%s: %s strategy; %d BatchNormalization folded; %zu weights and %zu "
+                 "activations quantized\n",
+                 w.model_path.c_str(), strategy.c_str(), folded_count, qdq.weights.size(),
+                 qdq.activations.size());
 
   const at::Device device = at::kCPU;
   Executor teacher(w.fp32, ExecutorOptions{device, at::kFloat, w.model_path});
@@ -146,15 +153,16 @@ CompressSummary run_compress(const CompressRequest& req) {
 
   CompressSummary summary;
   std::optional<std::string> resumed_extra;
-  if (req.resume) resumed_extra = checkpoint_extra_json(w.checkpoint_dir);
+  if (req.resume && root) resumed_extra = checkpoint_extra_json(w.checkpoint_dir);
   nlohmann::json extra = resumed_extra && !resumed_extra->empty()
                              ? nlohmann::json::parse(*resumed_extra)
                              : nlohmann::json::object();
 
-  // FP32 reference (stored in checkpoints, so a resumed run does not redo it).
-  if (extra.contains("fp32")) {
+  // FP32 reference (stored in checkpoints, so a resumed run does not redo it). Evaluation,
+  // calibration and the strategy decision are rank 0's: the others wait below.
+  if (root && extra.contains("fp32")) {
     summary.fp32 = metrics_from_json(extra["fp32"]);
-  } else {
+  } else if (root) {
     std::fprintf(stderr, "evaluating the FP32 model\n");
     summary.fp32 = evaluate(teacher, *w.val, eo).metrics;
     extra["fp32"] = to_json(summary.fp32);
@@ -163,7 +171,7 @@ CompressSummary run_compress(const CompressRequest& req) {
   // PTQ: always (it initialises QAT's scales too), unless a resumed QAT restores them.
   const QuantPostConfig qp = cfg.quant_post.value_or(QuantPostConfig{});
   std::string ptq_algo = qp.algo;
-  if (!(resumed_extra && strategy == "qat")) {
+  if (root && !(resumed_extra && strategy == "qat")) {
     std::vector<CalibrationOptions> trials;
     if (strategy == "hpo") {
       const auto& h = *cfg.hpo;
@@ -207,11 +215,25 @@ CompressSummary run_compress(const CompressRequest& req) {
 
   const double drop_points = summary.ptq ? (summary.fp32.miou - summary.ptq->miou) * 100 : 0;
   bool run_qat = strategy == "qat";
-  if (strategy == "auto") {
+  if (strategy == "auto" && root) {
     run_qat = drop_points > cfg.auto_config.ptq_max_drop;
     strategy = run_qat ? "auto-qat" : "auto-ptq";
     std::fprintf(stderr, "[auto] PTQ loses %.2f mIoU points (limit %.2f): %s\n", drop_points,
                  cfg.auto_config.ptq_max_drop, run_qat ? "continuing with QAT" : "keeping PTQ");
+  }
+  if (group.world_size() > 1) {
+    // The others wait (as long as rank 0 is alive and busy) and take its decision; its
+    // calibrated scales reach them with the training state (train_qat).
+    group.barrier();
+    const nlohmann::json decision = nlohmann::json::parse(group.broadcast_bytes(
+        root ? nlohmann::json{{"run_qat", run_qat}, {"strategy", strategy}}.dump()
+             : std::string()));
+    run_qat = decision["run_qat"].get<bool>();
+    strategy = decision["strategy"].get<std::string>();
+    if (root && !run_qat)
+      std::fprintf(stderr,
+                   "note: strategy %s does not train: the other processes have nothing to do\n",
+                   strategy.c_str());
   }
 
   nlohmann::json qat_json;
@@ -225,6 +247,7 @@ CompressSummary run_compress(const CompressRequest& req) {
     setup.qdq = &qdq;
     setup.train_data = w.train.get();
     setup.val_data = w.val.get();
+    setup.group = &group;
     setup.batch_size = setup.train.batch_size.value_or(w.data.batch_size.value_or(4));
     setup.eval_batch_size = w.eval_batch;
     setup.checkpoint_dir = w.checkpoint_dir;
@@ -234,13 +257,20 @@ CompressSummary run_compress(const CompressRequest& req) {
       save_best(w, model);
     };
     QatResult r = train_qat(setup);
-    qat_json = {{"iterations", r.iterations},           {"best_iteration", r.best_iteration},
-                {"best_val", to_json(r.best_metrics)},  {"train_seconds_this_run", r.train_seconds},
-                {"train_images_per_s", r.images_per_s}, {"resumed", r.resumed},
-                {"batch_size", setup.batch_size}};
-  } else {
+    qat_json = {{"iterations", r.iterations},
+                {"best_iteration", r.best_iteration},
+                {"best_val", to_json(r.best_metrics)},
+                {"train_seconds_this_run", r.train_seconds},
+                {"train_images_per_s", r.images_per_s},
+                {"resumed", r.resumed},
+                {"batch_size", setup.batch_size},
+                {"processes", group.world_size()},
+                {"global_batch_size", setup.batch_size * group.world_size()}};
+  } else if (root) {
     save_best(w, passes::export_qdq(student.export_model()));
   }
+  summary.strategy = strategy;
+  if (!root) return summary;  // rank 0 evaluates and writes; the others wait in Group::finish
 
   // The exported file itself, reloaded from disk, is what gets reported.
   Executor exported(load_model(w.model_out), ExecutorOptions{device, at::kFloat, w.model_out});
@@ -264,6 +294,7 @@ CompressSummary run_compress(const CompressRequest& req) {
                            {"ptq_algo", ptq_algo},
                            {"ptq_drop_points", drop_points},
                            {"threads", req.threads},
+                           {"processes", group.world_size()},
                            {"wall_seconds_this_run", summary.wall_seconds},
                            {"quantized",
                             {{"weights", qdq.weights.size()},

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "dist/group.h"
 #include "metrics/confusion_matrix.h"
 
 namespace segslim {
@@ -28,6 +29,13 @@ struct CompressSummary {
   double wall_seconds = 0;
 };
 
+// In this process alone.
 CompressSummary run_compress(const CompressRequest& request);
+
+// As one rank of a data-parallel job (dist/run.h). Rank 0 evaluates FP32, calibrates (PTQ),
+// decides the strategy, and in the end exports, evaluates and writes the report; the others
+// wait for it and train with it (QAT, TrainConfig.batch_size images per process). On ranks
+// other than 0 only `strategy` is filled in.
+CompressSummary run_compress(const CompressRequest& request, dist::Group& group);
 
 }  // namespace segslim

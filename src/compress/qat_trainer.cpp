@@ -13,6 +13,9 @@
 #include "common/progress.h"
 #include "common/strings.h"
 #include "data/loader.h"
+#include "dist/executor_sync.h"
+#include "dist/grad_sync.h"
+#include "dist/observer_sync.h"
 #include "metrics/evaluate.h"
 #include "metrics/metrics_json.h"
 #include "passes/export_qdq.h"
@@ -75,6 +78,10 @@ QatResult train_qat(const QatSetup& s) {
   Executor& teacher = *s.teacher;
   Executor& student = *s.student;
   const auto& qdq = *s.qdq;
+  dist::Group single_process;
+  dist::Group& group = s.group ? *s.group : single_process;
+  const bool root = group.is_root();
+  const int world = group.world_size();
   QatResult result;
   result.extra_json = s.extra_json;
 
@@ -90,7 +97,9 @@ QatResult train_qat(const QatSetup& s) {
   }
   const int64_t ignore_index = s.train_data->spec().ignore_index;
 
-  // Activation observers (not with LSQ, where the scales are trained).
+  // Activation observers (not with LSQ, where the scales are trained). The forward pass only
+  // records each batch's summary; they are folded in after it, merged over the ranks
+  // (dist/observer_sync.h), so that every rank holds the same scales.
   ObserverOptions oo;
   oo.moving_rate = qa.moving_rate;
   oo.symmetric = qa.activation_dtype != "uint8";
@@ -102,6 +111,7 @@ QatResult train_qat(const QatSetup& s) {
       observers[site.tensor] = make_observer(observer_algo(qa), oo);
       site_of[site.tensor] = &site;
     }
+  dist::ObserverSync observations;
   bool observing = false;
   bool nonfinite_activation = false;  // divergence shows here before it reaches the loss
   student.set_node_observer(
@@ -114,7 +124,7 @@ QatResult train_qat(const QatSetup& s) {
           nonfinite_activation = true;  // reported with the loss check below
           return;
         }
-        it->second->observe(x);
+        observations.record(*it->second, x);
       });
   auto update_activation_scales = [&] {
     at::NoGradGuard no_grad;
@@ -132,23 +142,31 @@ QatResult train_qat(const QatSetup& s) {
   lo.drop_last = true;
   lo.num_workers = tc.num_workers;
   lo.seed = static_cast<uint64_t>(cfg.global.seed);
+  lo.shard = {group.rank(), world};
   DataLoader loader(*s.train_data, lo);
+  const int64_t global_batch = int64_t{s.batch_size} * world;
   const int64_t per_epoch = static_cast<int64_t>(loader.num_batches());
   SEGSLIM_CHECK(per_epoch > 0, "the train split has ", s.train_data->size(),
-                " images, fewer than one batch of ", s.batch_size,
+                " images, fewer than one batch of ", global_batch,
+                world > 1 ? str_cat(" (", s.batch_size, " per process x ", world, " processes)")
+                          : std::string(),
                 " (lower TrainConfig.batch_size)");
-  const int64_t total = tc.train_iter ? *tc.train_iter : int64_t{*tc.epochs} * per_epoch;
-  const int64_t eval_every = std::max<int64_t>(1, std::min(tc.eval_iter, total));
+  int64_t total = tc.train_iter ? *tc.train_iter : int64_t{*tc.epochs} * per_epoch;
   const int64_t ckpt_every = std::max<int64_t>(1, tc.checkpoint_every);
 
   at::manual_seed(cfg.global.seed);
   Optimizer optimizer(tc.optimizer, student.weights());
-  LrSchedule schedule(tc.learning_rate, total);
+  dist::GradientSync gradients(group, dist::weights_in_graph_order(student));
   const std::string optimizer_path = s.checkpoint_dir + "/optimizer.pt";
 
+  // Where the data stands: the epoch and the images of its order already trained on. Counted in
+  // images, not batches, so that a run resumed with another number of processes (another
+  // global batch) carries on with the very next image.
+  int epoch = 0;
+  int64_t epoch_offset = 0;
   int64_t start = 0;
   double best = -1;
-  if (s.resume) {
+  if (s.resume && root) {
     auto ckpt = load_checkpoint(s.checkpoint_dir);
     if (ckpt) {
       at::NoGradGuard no_grad;
@@ -169,24 +187,78 @@ QatResult train_qat(const QatSetup& s) {
       auto j = nlohmann::json::parse(ckpt->extra_json.empty() ? "{}" : ckpt->extra_json);
       result.best_iteration = j.value("best_iteration", int64_t{-1});
       if (j.contains("best_metrics")) result.best_metrics = metrics_from_json(j["best_metrics"]);
+      // Checkpoints without a data position come from single-process runs of whole batches.
+      const int64_t saved_batch = j.value("global_batch", global_batch);
+      epoch = j.value("data_epoch", static_cast<int>(start / per_epoch));
+      epoch_offset = j.value("data_offset", (start % per_epoch) * global_batch);
+      // Iterations keep their meaning (the LR schedule runs over the original total).
+      total = j.value("total_iterations", total);
       std::fprintf(stderr, "resuming from %s at iteration %lld (best mIoU %.4f)\n",
                    s.checkpoint_dir.c_str(), static_cast<long long>(start), best);
+      if (saved_batch != global_batch)
+        std::fprintf(stderr,
+                     "note: the checkpoint was trained with a global batch of %lld images, "
+                     "this run uses %lld (%d process%s x %d): each remaining iteration sees "
+                     "%lld images\n",
+                     static_cast<long long>(saved_batch), static_cast<long long>(global_batch),
+                     world, world > 1 ? "es" : "", s.batch_size,
+                     static_cast<long long>(global_batch));
     } else {
       std::fprintf(stderr, "--resume: no checkpoint in %s, starting from the beginning\n",
                    s.checkpoint_dir.c_str());
     }
   }
+  if (world > 1) {
+    // Every rank starts from rank 0's state: its calibrated (or checkpointed) weights, scales
+    // and statistics, observer states, optimizer moments and data position.
+    dist::broadcast_initializers(group, student);
+    nlohmann::json state;
+    if (root) {
+      nlohmann::json obs = nlohmann::json::object();
+      for (const auto& [name, o] : observers) obs[name] = o->state();
+      state = {{"start", start},
+               {"total", total},
+               {"epoch", epoch},
+               {"offset", epoch_offset},
+               {"resumed", result.resumed},
+               {"observers", obs}};
+    }
+    state = nlohmann::json::parse(group.broadcast_bytes(root ? state.dump() : std::string()));
+    const std::string opt_state =
+        state["resumed"].get<bool>()
+            ? group.broadcast_bytes(root ? optimizer.state_bytes() : std::string())
+            : std::string();
+    if (!root) {
+      start = state["start"].get<int64_t>();
+      total = state["total"].get<int64_t>();
+      epoch = state["epoch"].get<int>();
+      epoch_offset = state["offset"].get<int64_t>();
+      for (const auto& [name, o] : observers)
+        o->load_state(state["observers"][name].get<std::vector<double>>());
+      if (!opt_state.empty()) optimizer.load_state_bytes(opt_state, "rank 0's optimizer state");
+    }
+  }
+  const int64_t eval_every = std::max<int64_t>(1, std::min(tc.eval_iter, total));
+  LrSchedule schedule(tc.learning_rate, total);
 
   auto save = [&](int64_t iteration) {
     Checkpoint ckpt;
     ckpt.iteration = iteration;
-    ckpt.epoch = static_cast<int>(iteration / per_epoch);
+    // Epochs completed: the current one is, when no whole global batch is left in it.
+    const bool epoch_used_up =
+        epoch_offset + global_batch > static_cast<int64_t>(s.train_data->size());
+    ckpt.epoch = epoch + (epoch_used_up ? 1 : 0);
     ckpt.best_miou = best;
     for (const auto& [name, t] : student.initializers()) ckpt.tensors[name] = t.detach();
     for (const auto& [name, obs] : observers) ckpt.observer_states[name] = obs->state();
     auto j = nlohmann::json::parse(result.extra_json.empty() ? "{}" : result.extra_json);
     j["best_iteration"] = result.best_iteration;
     if (result.best_iteration >= 0) j["best_metrics"] = to_json(result.best_metrics);
+    j["data_epoch"] = epoch;
+    j["data_offset"] = epoch_offset;
+    j["total_iterations"] = total;
+    j["global_batch"] = global_batch;
+    j["processes"] = world;
     ckpt.extra_json = j.dump();
     // optimizer first: the checkpoint file is the commit point that names a consistent pair
     optimizer.save(optimizer_path);
@@ -209,23 +281,29 @@ QatResult train_qat(const QatSetup& s) {
     }
   };
 
+  // Resume tests: SIGKILL after an iteration, in every process or in one rank only.
   const char* kill_env = std::getenv("SEGSLIM_TEST_KILL_AFTER_ITER");
   const int64_t kill_after = kill_env ? std::atoll(kill_env) : -1;
+  const char* kill_rank_env = std::getenv("SEGSLIM_TEST_KILL_RANK");
+  const int kill_rank = kill_rank_env ? std::atoi(kill_rank_env) : -1;
 
   passes::refresh_weight_scales(student, qdq.weights);
   student.set_training(!qa.freeze_bn);
-  Progress progress("qat", total - start, "iter");
+  const bool sync_batchnorm =
+      world > 1 && student.training() && !dist::batchnorm_statistics(student).empty();
+  Progress progress("qat", total - start, "iter", /*visible=*/root);
   int64_t images = 0;
   double train_seconds = 0;
-  int epoch = -1;
+  loader.set_epoch_at_sample(epoch, static_cast<size_t>(epoch_offset));
   for (int64_t it = start; it < total; ++it) {
-    const int e = static_cast<int>(it / per_epoch);
-    if (e != epoch) {
-      epoch = e;
-      loader.set_epoch(e, static_cast<size_t>(it % per_epoch));
-    }
     const auto t0 = std::chrono::steady_clock::now();
     auto batch = loader.next();
+    if (!batch) {  // this epoch has no whole global batch left: the next one, reshuffled
+      ++epoch;
+      epoch_offset = 0;
+      loader.set_epoch_at_sample(epoch, 0);
+      batch = loader.next();
+    }
     SEGSLIM_CHECK(batch.has_value(), "data loader ran dry at iteration ", it);
     at::Tensor images_dev = batch->images.to(student.device());
 
@@ -240,6 +318,9 @@ QatResult train_qat(const QatSetup& s) {
     TensorMap student_out = student.run({{student.input_names().at(0), images_dev}}, fetch);
     observing = false;
 
+    // Each rank's loss is a mean over its shard. The distillation terms average over the same
+    // number of elements on every rank, so the mean of the ranks' losses (which the averaged
+    // gradients follow) is the loss of the global batch.
     at::Tensor loss = at::zeros({}, images_dev.options());
     for (const auto& [t, st] : pairs) {
       at::Tensor d =
@@ -250,36 +331,67 @@ QatResult train_qat(const QatSetup& s) {
     }
     if (need_ce) {
       const double w = distill ? dc.ce_weight : 1.0;
-      loss = loss + w * segmentation_ce_loss(student_out.at(output_name),
-                                             batch->labels.to(student.device()), ignore_index);
+      at::Tensor labels = batch->labels.to(student.device());
+      at::Tensor ce = segmentation_ce_loss(student_out.at(output_name), labels, ignore_index);
+      if (world > 1) {
+        // Cross entropy averages over the non-ignored pixels, whose count differs between
+        // shards. The global mean is sum_r n_r ce_r / N (N = sum_r n_r); the gradients are
+        // averaged over the ranks, so rank r contributes world * n_r / N * ce_r.
+        const double n_r = (labels != ignore_index).sum().item<double>();
+        const double n = group.all_reduce_sum({n_r})[0];
+        if (n > 0) ce = ce * (world * n_r / n);
+      }
+      loss = loss + w * ce;
     }
-    const double loss_value = nonfinite_activation ? NAN : loss.item<double>();
+    double loss_value = nonfinite_activation ? NAN : loss.item<double>();
+    if (world > 1) {
+      // One decision for all ranks: a non-finite loss anywhere stops everyone here.
+      const bool finite = std::isfinite(loss_value);
+      const auto sum = group.all_reduce_sum({finite ? loss_value : 0.0, finite ? 0.0 : 1.0});
+      loss_value = sum[1] > 0 ? (finite ? NAN : loss_value) : sum[0] / world;
+    }
     if (!std::isfinite(loss_value)) {
       throw Error(str_cat("the loss became ", loss_value, " at iteration ", it, " (lr ",
                           schedule.at(it), "); training stopped. ",
                           result.best_iteration >= 0
                               ? str_cat("The best model so far (val mIoU ", best, ", iteration ",
                                         result.best_iteration, ") is kept.")
-                              : std::string("No model was exported yet."),
+                              : std::string(root ? "No model was exported yet."
+                                                 : "Rank 0 keeps the best model so far."),
                           " Lower TrainConfig.learning_rate or add optimizer_builder.grad_clip."));
     }
     optimizer.zero_grad();
-    loss.backward();
+    gradients.backward(loss);  // averaged over the ranks when it returns
     const double lr = schedule.at(it);
     optimizer.step(lr);
+    // This batch's activation ranges, merged over the ranks: every rank now holds the observer
+    // state one process would after the whole global batch.
+    observations.fold(group);
+    if (sync_batchnorm) dist::average_batchnorm_statistics(group, student);
     // Scales follow the new weights and the observed activation ranges (after the step:
     // the backward pass needed the scales it was computed with).
     passes::refresh_weight_scales(student, qdq.weights);
     update_activation_scales();
+    epoch_offset += global_batch;
     train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    images += batch->images.size(0);
+    images += batch->images.size(0) * world;
     progress.advance(1, fmt::format("loss {:.5f} lr {:.2e} {:.2f} img/s", loss_value, lr,
                                     images / std::max(train_seconds, 1e-9)));
 
     const int64_t done = it + 1;
-    if (done % eval_every == 0 || done == total) evaluate_student(done);
-    if (done % ckpt_every == 0 || done % eval_every == 0 || done == total) save(done);
-    if (kill_after >= 0 && done == kill_after) std::raise(SIGKILL);  // resume tests
+    bool rank0_work = false;
+    if (done % eval_every == 0 || done == total) {
+      if (root) evaluate_student(done);
+      rank0_work = true;
+    }
+    if (done % ckpt_every == 0 || done % eval_every == 0 || done == total) {
+      if (root) save(done);
+      rank0_work = true;
+    }
+    // The others wait for rank 0's evaluation and checkpoint, however long they take.
+    if (rank0_work) group.barrier();
+    if (kill_after >= 0 && done == kill_after && (kill_rank < 0 || kill_rank == group.rank()))
+      std::raise(SIGKILL);
   }
   progress.finish();
   result.iterations = total;

@@ -8,6 +8,7 @@
 
 #include "config/compress_config.h"
 #include "data/dataset.h"
+#include "dist/group.h"
 #include "exec/executor.h"
 #include "metrics/confusion_matrix.h"
 #include "passes/insert_qdq.h"
@@ -22,7 +23,12 @@ struct QatSetup {
   const passes::QdqModel* qdq = nullptr;  // where the Q/DQ pairs are
   const SegDataset* train_data = nullptr;
   const SegDataset* val_data = nullptr;
-  int batch_size = 4;
+  // Data-parallel training (nullptr: this process alone). Every rank trains on its shard of
+  // each global batch of batch_size * world_size images; rank 0 evaluates, keeps the best
+  // model (on_best) and writes checkpoints while the others wait. Checkpoints count iterations
+  // and the position in the epoch in images, so a run resumes with any number of processes.
+  dist::Group* group = nullptr;
+  int batch_size = 4;  // per process
   int eval_batch_size = 4;
   std::string checkpoint_dir;
   bool resume = false;
@@ -32,6 +38,7 @@ struct QatSetup {
       on_best;
 };
 
+// On ranks other than 0 only iterations and the throughput are filled in.
 struct QatResult {
   int64_t iterations = 0;
   int64_t best_iteration = -1;

@@ -29,16 +29,21 @@ DataLoader::DataLoader(const SegDataset& dataset, LoaderOptions options)
   SEGSLIM_CHECK(options_.batch_size > 0, "batch size must be positive, got ", options_.batch_size,
                 ".");
   SEGSLIM_CHECK(options_.num_workers >= 0, "num_workers must be >= 0.");
+  dist::check_shard(options_.shard);
+  // Without drop_last a last partial global batch would leave some ranks an empty batch.
+  SEGSLIM_CHECK(options_.shard.world_size == 1 || options_.drop_last, "a data loader sharded over ",
+                options_.shard.world_size,
+                " processes needs drop_last (every rank must get a full batch)");
   if (options_.prefetch_batches <= 0)
     options_.prefetch_batches = 2 * std::max(options_.num_workers, 1);
-  order_ = epoch_order(0);
+  set_epoch_at_sample(0, 0);
 }
 
 DataLoader::~DataLoader() { stop_workers(); }
 
 size_t DataLoader::num_batches() const {
-  const size_t n = dataset_.size(), bs = static_cast<size_t>(options_.batch_size);
-  return options_.drop_last ? n / bs : (n + bs - 1) / bs;
+  return dist::global_batches(0, static_cast<size_t>(options_.batch_size),
+                              options_.shard.world_size, dataset_.size(), options_.drop_last);
 }
 
 std::vector<size_t> DataLoader::epoch_order(int epoch) const {
@@ -57,21 +62,32 @@ uint64_t DataLoader::sample_seed(int epoch, size_t index) const {
 }
 
 void DataLoader::set_epoch(int epoch, size_t first_batch) {
+  const size_t global_batch =
+      static_cast<size_t>(options_.batch_size) * static_cast<size_t>(options_.shard.world_size);
+  set_epoch_at_sample(epoch, first_batch * global_batch);
+}
+
+void DataLoader::set_epoch_at_sample(int epoch, size_t first_sample) {
   stop_workers();
   epoch_ = epoch;
   order_ = epoch_order(epoch);
-  next_batch_ = first_batch;
-  next_to_claim_ = first_batch;
+  first_sample_ = first_sample;
+  num_batches_ = dist::global_batches(first_sample, static_cast<size_t>(options_.batch_size),
+                                      options_.shard.world_size, order_.size(), options_.drop_last);
+  next_batch_ = 0;
+  next_to_claim_ = 0;
   ready_.clear();
   errors_.clear();
 }
 
 Batch DataLoader::load_batch(size_t batch) const {
   const size_t bs = static_cast<size_t>(options_.batch_size);
-  const size_t begin = batch * bs, end = std::min(begin + bs, order_.size());
+  const size_t global_batch = bs * static_cast<size_t>(options_.shard.world_size);
+  const dist::Positions pos = dist::shard_positions(first_sample_ + batch * global_batch, bs,
+                                                    options_.shard, order_.size());
   std::vector<at::Tensor> images, labels;
   Batch out;
-  for (size_t k = begin; k < end; ++k) {
+  for (size_t k = pos.begin; k < pos.end; ++k) {
     const size_t index = order_[k];
     const uint64_t seed = sample_seed(epoch_, index);
     std::seed_seq seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)};
@@ -110,7 +126,7 @@ void DataLoader::stop_workers() {
 }
 
 void DataLoader::worker_loop() {
-  const size_t total = num_batches();
+  const size_t total = num_batches_;
   const size_t ahead = static_cast<size_t>(options_.prefetch_batches);
   for (;;) {
     size_t batch;
@@ -142,7 +158,7 @@ void DataLoader::worker_loop() {
 }
 
 std::optional<Batch> DataLoader::next() {
-  if (next_batch_ >= num_batches()) return std::nullopt;
+  if (next_batch_ >= num_batches_) return std::nullopt;
   if (options_.num_workers == 0) return load_batch(next_batch_++);
   if (workers_.empty()) start_workers();
   std::unique_lock<std::mutex> lock(mutex_);

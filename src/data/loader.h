@@ -3,6 +3,10 @@
 // the per-epoch shuffle depends only on (seed, epoch), and every sample's augmentation RNG is
 // seeded from (seed, epoch, sample index), so the thread count and scheduling never change what
 // a batch contains.
+//
+// Data-parallel training: with options.shard = {rank, world_size}, batch_size is per process
+// and each batch is this rank's part of a global batch of batch_size * world_size samples
+// (dist/shard.h), so the ranks together see what one process with the global batch sees.
 #include <ATen/ATen.h>
 
 #include <condition_variable>
@@ -16,6 +20,7 @@
 #include <vector>
 
 #include "data/dataset.h"
+#include "dist/shard.h"
 
 namespace segslim {
 
@@ -26,6 +31,7 @@ struct LoaderOptions {
   int num_workers = 2;  // 0: load in the calling thread
   uint64_t seed = 0;
   int prefetch_batches = 0;  // batches loaded ahead; 0 = 2 * max(num_workers, 1)
+  dist::Shard shard;         // this process's shard; more than one needs drop_last
 };
 
 struct Batch {
@@ -47,7 +53,11 @@ class DataLoader {
   // Starts epoch `epoch` (its own shuffle) at batch `first_batch`: a resumed run skips the
   // batches it already trained on without loading them.
   void set_epoch(int epoch, size_t first_batch = 0);
+  // Starts epoch `epoch` at position `first_sample` of its order (global batches then start
+  // there): resuming a run that used another global batch size lands on the same sample.
+  void set_epoch_at_sample(int epoch, size_t first_sample);
   int epoch() const { return epoch_; }
+  // (Global) batches of a whole epoch.
   size_t num_batches() const;
 
   // The next batch of the epoch, or nullopt at its end. A worker's exception (bad file, mixed
@@ -69,7 +79,9 @@ class DataLoader {
   LoaderOptions options_;
   int epoch_ = 0;
   std::vector<size_t> order_;
-  size_t next_batch_ = 0;  // next batch next() returns
+  size_t first_sample_ = 0;  // where batch 0 of this pass over the epoch starts
+  size_t num_batches_ = 0;   // batches from first_sample_ to the end of the epoch
+  size_t next_batch_ = 0;    // next batch next() returns
 
   // Worker state (guarded by mutex_).
   std::mutex mutex_;

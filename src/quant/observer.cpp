@@ -24,6 +24,19 @@ double checked(double v, const std::string& who) {
   return v;
 }
 
+// The summary of an empty tensor: the identity of max.
+constexpr double kNoData = -std::numeric_limits<double>::infinity();
+
+double abs_max_summary(const at::Tensor& x, const std::string& who) {
+  if (x.numel() == 0) return kNoData;
+  return checked(abs_of(x).max().item<double>(), who);
+}
+
+void check_summary_size(const std::vector<double>& s, size_t expected, const std::string& who) {
+  SEGSLIM_CHECK(s.size() == expected, "observer '", who, "': a batch summary has ", s.size(),
+                " values, expected ", expected);
+}
+
 void check_state_size(const std::vector<double>& s, size_t expected, const std::string& who) {
   SEGSLIM_CHECK(s.size() == expected, "observer '", who, "': checkpoint state has ", s.size(),
                 " values, expected ", expected, " (saved by another algorithm or bin count?)");
@@ -33,10 +46,14 @@ void check_state_size(const std::vector<double>& s, size_t expected, const std::
 class AbsMaxObserver : public Observer {
  public:
   explicit AbsMaxObserver(const ObserverOptions& o) : bits_(o.bits) {}
-  void observe(const at::Tensor& x) override {
-    if (x.numel() == 0) return;
-    const double m = checked(abs_of(x).max().item<double>(), name());
-    abs_max_ = seen_ ? std::max(abs_max_, m) : m;
+  void observe(const at::Tensor& x) override { observe_summary(batch_summary(x)); }
+  std::vector<double> batch_summary(const at::Tensor& x) const override {
+    return {abs_max_summary(x, name())};
+  }
+  void observe_summary(const std::vector<double>& s) override {
+    check_summary_size(s, 1, name());
+    if (s[0] == kNoData) return;
+    abs_max_ = seen_ ? std::max(abs_max_, s[0]) : s[0];
     seen_ = true;
   }
   QuantParams params() const override { return symmetric_params(seen_ ? abs_max_ : 0, bits_); }
@@ -59,11 +76,19 @@ class AbsMaxObserver : public Observer {
 class MinMaxObserver : public Observer {
  public:
   explicit MinMaxObserver(const ObserverOptions& o) : bits_(o.bits), symmetric_(o.symmetric) {}
-  void observe(const at::Tensor& x) override {
-    if (x.numel() == 0) return;
+  void observe(const at::Tensor& x) override { observe_summary(batch_summary(x)); }
+  // {-min, max}: min(parts) = -max(-part minima), so both merge with max.
+  std::vector<double> batch_summary(const at::Tensor& x) const override {
+    if (x.numel() == 0) return {kNoData, kNoData};
     at::Tensor d = x.detach();
     const double lo = checked(d.min().item<double>(), name());
     const double hi = checked(d.max().item<double>(), name());
+    return {-lo, hi};
+  }
+  void observe_summary(const std::vector<double>& s) override {
+    check_summary_size(s, 2, name());
+    if (s[0] == kNoData) return;
+    const double lo = -s[0], hi = s[1];
     min_ = seen_ ? std::min(min_, lo) : lo;
     max_ = seen_ ? std::max(max_, hi) : hi;
     seen_ = true;
@@ -99,11 +124,15 @@ class MovingAverageAbsMaxObserver : public Observer {
  public:
   explicit MovingAverageAbsMaxObserver(const ObserverOptions& o)
       : bits_(o.bits), rate_(o.moving_rate) {}
-  void observe(const at::Tensor& x) override {
-    if (x.numel() == 0) return;
-    const double m = checked(abs_of(x).max().item<double>(), name());
+  void observe(const at::Tensor& x) override { observe_summary(batch_summary(x)); }
+  std::vector<double> batch_summary(const at::Tensor& x) const override {
+    return {abs_max_summary(x, name())};
+  }
+  void observe_summary(const std::vector<double>& s) override {
+    check_summary_size(s, 1, name());
+    if (s[0] == kNoData) return;
     state_ = rate_ * state_ + 1;
-    accum_ = rate_ * accum_ + m;
+    accum_ = rate_ * accum_ + s[0];
   }
   QuantParams params() const override {
     return symmetric_params(state_ > 0 ? accum_ / state_ : 0, bits_);
@@ -127,9 +156,14 @@ class MovingAverageAbsMaxObserver : public Observer {
 class AvgObserver : public Observer {
  public:
   explicit AvgObserver(const ObserverOptions& o) : bits_(o.bits) {}
-  void observe(const at::Tensor& x) override {
-    if (x.numel() == 0) return;
-    sum_ += checked(abs_of(x).max().item<double>(), name());
+  void observe(const at::Tensor& x) override { observe_summary(batch_summary(x)); }
+  std::vector<double> batch_summary(const at::Tensor& x) const override {
+    return {abs_max_summary(x, name())};
+  }
+  void observe_summary(const std::vector<double>& s) override {
+    check_summary_size(s, 1, name());
+    if (s[0] == kNoData) return;
+    sum_ += s[0];
     count_ += 1;
   }
   QuantParams params() const override {
@@ -194,6 +228,10 @@ class HistogramObserverBase : public Observer {
     seen_ = false, range_ = 0;
     std::fill(counts_.begin(), counts_.end(), 0.0);
   }
+  // A histogram over [0, max|x|] is not a max of the parts' histograms (the parts' ranges
+  // differ, and counts add up).
+  std::vector<double> batch_summary(const at::Tensor&) const override { refuse_split(); }
+  void observe_summary(const std::vector<double>&) override { refuse_split(); }
   // [seen, range, counts...]
   std::vector<double> state() const override {
     std::vector<double> s = {seen_ ? 1.0 : 0.0, range_};
@@ -207,6 +245,11 @@ class HistogramObserverBase : public Observer {
   }
 
  protected:
+  [[noreturn]] void refuse_split() const {
+    throw Error(str_cat("observer '", name(), "' cannot be split across processes (its ",
+                        "histogram needs one range for the whole batch); data-parallel ",
+                        "training observes with abs_max, min_max or moving_average_abs_max"));
+  }
   // The clipping threshold chosen from the histogram (counts, bin width w); range_ > 0.
   virtual double threshold(const std::vector<double>& counts, double w) const = 0;
   int bits_;

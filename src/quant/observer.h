@@ -40,6 +40,16 @@ class Observer {
   // segslim::Error when the vector was not produced by the same algorithm / bins.
   virtual std::vector<double> state() const = 0;
   virtual void load_state(const std::vector<double>&) = 0;
+
+  // Data-parallel training splits each batch across processes. The observers QAT uses sum a
+  // batch up in a few numbers whose element-wise maximum over the parts of a batch is the
+  // summary of the whole batch (max |x|; for min_max -min and max), and observe() is exactly
+  // observe_summary(batch_summary(x)). So folding the maximum over the ranks' summaries gives
+  // every rank the state one process would reach on the whole batch, bit for bit. An empty
+  // tensor sums up to -inf (the identity of max), which observe_summary ignores. The histogram
+  // observers (hist, KL, mse) cannot be split like this and throw segslim::Error.
+  virtual std::vector<double> batch_summary(const at::Tensor& x) const = 0;
+  virtual void observe_summary(const std::vector<double>& summary) = 0;
 };
 
 // algo, case-insensitive:

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/files.h"
 
 namespace segslim {
 
@@ -77,6 +78,7 @@ void save_checkpoint(const std::string& dir, const Checkpoint& ck) {
   const fs::path pt = fs::path(dir) / "checkpoint.pt";
   const fs::path js = fs::path(dir) / "checkpoint.json";
   const std::string pt_tmp = tmp_name(pt), js_tmp = tmp_name(js);
+  TempFileScope scope;
 
   try {
     torch::serialize::OutputArchive archive;

@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "common/error.h"
+#include "common/files.h"
 
 namespace segslim {
 
@@ -70,6 +71,7 @@ void Optimizer::save(const std::string& path) const {
   const fs::path target(path);
   if (target.has_parent_path()) fs::create_directories(target.parent_path());
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  TempFileScope scope;
   try {
     torch::serialize::OutputArchive archive;
     impl_->opt->save(archive);
@@ -89,15 +91,30 @@ void Optimizer::save(const std::string& path) const {
 
 void Optimizer::load(const std::string& path) {
   SEGSLIM_CHECK(fs::is_regular_file(path), "optimizer state '", path, "' does not exist.");
+  load_state_bytes(read_file(path, "optimizer state"), path);
+}
+
+std::string Optimizer::state_bytes() const {
+  std::string bytes;
+  torch::serialize::OutputArchive archive;
+  impl_->opt->save(archive);
+  archive.save_to([&](const void* data, size_t size) {
+    bytes.append(static_cast<const char*>(data), size);
+    return size;
+  });
+  return bytes;
+}
+
+void Optimizer::load_state_bytes(const std::string& bytes, const std::string& origin) {
   try {
     torch::serialize::InputArchive archive;
-    archive.load_from(path);
+    archive.load_from(bytes.data(), bytes.size());
     impl_->opt->load(archive);
   } catch (const std::exception& e) {
     // c10::Error messages carry a C++ backtrace; the first line says what went wrong.
     std::string what = e.what();
     what = what.substr(0, what.find('\n'));
-    throw Error(str_cat("optimizer state '", path,
+    throw Error(str_cat("optimizer state '", origin,
                         "' is corrupt or does not match the parameters (", what,
                         "); delete it to restart the optimizer from scratch."));
   }

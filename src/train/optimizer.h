@@ -34,6 +34,10 @@ class Optimizer {
   // over the same parameters in the same order; a missing or corrupt file is an Error naming it.
   void save(const std::string& path) const;
   void load(const std::string& path);
+  // The same state as bytes (data-parallel ranks receive rank 0's when resuming); `origin`
+  // names where the bytes came from in errors.
+  std::string state_bytes() const;
+  void load_state_bytes(const std::string& bytes, const std::string& origin);
 
   const OptimizerConfig& config() const { return config_; }
 

@@ -4,14 +4,13 @@
 
 #include "commands.h"
 #include "compress/compress.h"
+#include "dist/run.h"
 
 namespace segslim::cli {
 
 namespace {
 
-void run(const CompressRequest& req) {
-  apply_threads(req.threads);
-  CompressSummary s = run_compress(req);
+void print_summary(const CompressSummary& s) {
   std::cout << fmt::format("\nstrategy {}\n{:<8}{:>10}{:>10}\n", s.strategy, "", "mIoU", "acc");
   std::cout << fmt::format("{:<8}{:>10.4f}{:>10.4f}\n", "FP32", s.fp32.miou, s.fp32.acc);
   if (s.ptq) std::cout << fmt::format("{:<8}{:>10.4f}{:>10.4f}\n", "PTQ", s.ptq->miou, s.ptq->acc);
@@ -21,10 +20,20 @@ void run(const CompressRequest& req) {
                            s.wall_seconds);
 }
 
+void run(CompressRequest req, const dist::LaunchOptions& launch, bool threads_given) {
+  dist::run_data_parallel(launch, command_line(), at::kCPU, [&](dist::Group& group) {
+    if (!threads_given) req.threads = threads_per_process(group.local_world_size());
+    apply_threads(req.threads);
+    const CompressSummary s = run_compress(req, group);
+    if (group.is_root()) print_summary(s);
+  });
+}
+
 }  // namespace
 
 void add_compress_command(CLI::App& app) {
   auto req = std::make_shared<CompressRequest>();
+  auto launch = std::make_shared<dist::LaunchOptions>();
   auto* cmd = app.add_subcommand(
       "compress", "QAT with distillation (or PTQ / auto) -> INT8 QDQ ONNX model + report");
   cmd->add_option("--config", req->config_path, "compression YAML (PaddleSlim ACT keys)")
@@ -34,9 +43,11 @@ void add_compress_command(CLI::App& app) {
   cmd->add_option("--out", req->out_dir,
                   "output folder (default: Global.output_dir or "
                   "output/compress)");
-  cmd->add_flag("--resume", req->resume, "continue from the last checkpoint in OUT/checkpoint");
-  add_threads_option(*cmd, req->threads);
-  cmd->callback([req] { run(*req); });
+  cmd->add_flag("--resume", req->resume,
+                "continue from the last checkpoint in OUT/checkpoint (with any --nproc)");
+  auto* threads = add_threads_option(*cmd, req->threads);
+  add_dist_options(*cmd, *launch);
+  cmd->callback([req, launch, threads] { run(*req, *launch, threads->count() > 0); });
 }
 
 }  // namespace segslim::cli
