@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Latency of FP32 and INT8 models on segslim's oneDNN engine and on LibTorch (channels_last),
 # side by side in one run; writes bench/results/engine.md and engine.json with the ratios.
-#   bash bench/engine_bench.sh            (THREADS=2 by default; REPEAT scales the run count)
+#   bash bench/engine_bench.sh   (THREADS=2 by default; REPEAT scales the run count, ROUNDS=3
+#                                 interleaved rounds, the median of each configuration's p50)
 # Models: ESPNet-CamVid at 1x3x360x480 (FP32 from ../shared, INT8 = the compressed model in
-# output/espnet_camvid_qat/ when present, else a PTQ model made here) and an STDC1-like
-# conv-heavy network (tools/zoo/stdc_like.py, random weights) at 1x3x1024x2048.
+# output/espnet_camvid_qat/ when present, else a PTQ model made here), an STDC1-like
+# conv-heavy network (tools/zoo/stdc_like.py) and PP-LiteSeg-T (tools/zoo/export.py), both at
+# 1x3x1024x2048 with random weights, their INT8 forms from bench_make_qdq_model (Conv and
+# pooling inputs quantized, as QuantAware.quantize_op_types [conv2d, pool2d]).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}
 THREADS=${THREADS:-2}
 REPEAT=${REPEAT:-1}
+ROUNDS=${ROUNDS:-3}
 OUT=output/bench
 mkdir -p "$OUT" bench/results
 bash scripts/build.sh segslim bench_make_qdq_model
@@ -25,33 +29,49 @@ STDC_FP32=$OUT/stdc_like.onnx
 STDC_INT8=$OUT/stdc_like_int8.onnx
 [ -f "$STDC_FP32" ] || /usr/bin/python3 tools/zoo/stdc_like.py "$STDC_FP32"
 [ -f "$STDC_INT8" ] || build/bench_make_qdq_model "$STDC_FP32" "$STDC_INT8" 1x3x1024x2048
+LITESEG_FP32=$OUT/pp_liteseg_t_folded.onnx
+LITESEG_INT8=$OUT/pp_liteseg_t_int8.onnx
+[ -f "$LITESEG_FP32" ] || /usr/bin/python3 tools/zoo/export.py pp_liteseg_t "$OUT" >&2
+[ -f "$LITESEG_INT8" ] || build/bench_make_qdq_model "$LITESEG_FP32" "$LITESEG_INT8" 1x3x256x512
 
-run() {  # name precision engine model shape warmup repeat
-  local json="$OUT/bench_$1_$2_$3.json"
-  build/segslim bench --model "$4" --shape "$5" --engine "$3" --threads "$THREADS" \
-    --warmup "$6" --repeat $(( $7 * REPEAT )) --json "$json" >&2
+run() {  # round name precision engine model shape warmup repeat
+  local json="$OUT/bench_$2_$3_$4_r$1.json"
+  build/segslim bench --model "$5" --shape "$6" --engine "$4" --threads "$THREADS" \
+    --warmup "$7" --repeat $(( $8 * REPEAT )) --json "$json" >&2
   echo "$json"
 }
+# ROUNDS rounds, each running every configuration once, interleaved: a slow minute on this
+# shared machine hits all of them alike; the table takes the median over rounds of each p50.
 results=()
-for engine in onednn torch; do
-  for precision in fp32 int8; do
-    m=ESPNET_${precision^^}
-    results+=("espnet|$precision|$engine|$(run espnet "$precision" "$engine" "${!m}" 1x3x360x480 5 30)")
-    m=STDC_${precision^^}
-    results+=("stdc|$precision|$engine|$(run stdc "$precision" "$engine" "${!m}" 1x3x1024x2048 2 8)")
+for round in $(seq 1 "$ROUNDS"); do
+  for engine in onednn torch; do
+    for precision in fp32 int8; do
+      m=ESPNET_${precision^^}
+      results+=("espnet|$precision|$engine|$(run "$round" espnet "$precision" "$engine" "${!m}" 1x3x360x480 5 30)")
+      m=STDC_${precision^^}
+      results+=("stdc|$precision|$engine|$(run "$round" stdc "$precision" "$engine" "${!m}" 1x3x1024x2048 2 8)")
+      m=LITESEG_${precision^^}
+      results+=("liteseg|$precision|$engine|$(run "$round" liteseg "$precision" "$engine" "${!m}" 1x3x1024x2048 2 8)")
+    done
   done
 done
 python3 - "$THREADS" "${results[@]}" <<'PY'
-import json, sys
+import json, statistics, sys
 threads, rows = sys.argv[1], [r.split("|") for r in sys.argv[2:]]
-p50 = {(m, p, e): json.load(open(f))["p50_ms"] for m, p, e, f in rows}
-names = {"espnet": "ESPNet-CamVid 1x3x360x480", "stdc": "STDC1-like 1x3x1024x2048"}
-lines = [f"p50 latency in ms, {threads} threads, this machine; ratios from the same run.", "",
+runs = {}
+for m, p, e, f in rows:
+    runs.setdefault((m, p, e), []).append(json.load(open(f))["p50_ms"])
+p50 = {k: statistics.median(v) for k, v in runs.items()}
+rounds = len(next(iter(runs.values())))
+names = {"espnet": "ESPNet-CamVid 1x3x360x480", "stdc": "STDC1-like 1x3x1024x2048",
+         "liteseg": "PP-LiteSeg-T 1x3x1024x2048"}
+lines = [f"p50 latency in ms (median over {rounds} interleaved rounds), {threads} threads, this "
+         "machine; ratios from the same run.", "",
          "| model | oneDNN FP32 | oneDNN INT8 | INT8 speed-up | LibTorch FP32 (channels_last) | "
          "LibTorch INT8 (fake-quant) | oneDNN FP32 vs LibTorch FP32 |",
          "|---|---|---|---|---|---|---|"]
 table = {}
-for m in ("espnet", "stdc"):
+for m in ("espnet", "stdc", "liteseg"):
     f, q = p50[(m, "fp32", "onednn")], p50[(m, "int8", "onednn")]
     tf, tq = p50[(m, "fp32", "torch")], p50[(m, "int8", "torch")]
     lines.append(f"| {names[m]} | {f:.1f} | {q:.1f} | {f / q:.2f}x | {tf:.1f} | {tq:.1f} | "
@@ -59,6 +79,6 @@ for m in ("espnet", "stdc"):
     table[m] = {"onednn_fp32_ms": f, "onednn_int8_ms": q, "int8_speedup": f / q,
                 "torch_fp32_ms": tf, "torch_int8_fakequant_ms": tq, "onednn_vs_torch_fp32": tf / f}
 open("bench/results/engine.md", "w").write("\n".join(lines) + "\n")
-json.dump({"threads": int(threads), "models": table}, open("bench/results/engine.json", "w"), indent=2)
+json.dump({"threads": int(threads), "rounds": rounds, "models": table}, open("bench/results/engine.json", "w"), indent=2)
 print("\n".join(lines))
 PY

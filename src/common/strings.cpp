@@ -39,4 +39,23 @@ std::vector<std::string> closest_names(const std::string& name,
   return out;
 }
 
+std::vector<std::string> split(const std::string& text, char sep) {
+  std::vector<std::string> parts(1);
+  for (char c : text) {
+    if (c == sep) {
+      parts.emplace_back();
+    } else {
+      parts.back() += c;
+    }
+  }
+  return parts;
+}
+
+std::string trim(const std::string& text) {
+  const char* ws = " \t\r\n";
+  const size_t b = text.find_first_not_of(ws);
+  if (b == std::string::npos) return "";
+  return text.substr(b, text.find_last_not_of(ws) - b + 1);
+}
+
 }  // namespace segslim

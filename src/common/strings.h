@@ -7,6 +7,11 @@ namespace segslim {
 // "a, b, c"
 std::string join(const std::vector<std::string>& items, const std::string& sep = ", ");
 
+// "a, b,,c" split at ',' -> {"a", " b", "", "c"}.
+std::vector<std::string> split(const std::string& text, char sep);
+// Without leading and trailing whitespace.
+std::string trim(const std::string& text);
+
 // Levenshtein distance; used to suggest the closest valid name in error messages.
 size_t edit_distance(const std::string& a, const std::string& b);
 

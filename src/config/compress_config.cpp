@@ -484,9 +484,19 @@ TrainConfig parse_train(const Ctx& ctx, const YAML::Node& node) {
 }  // namespace
 
 const std::vector<std::string>& quantize_op_type_names() {
-  static const std::vector<std::string> names = {
-      "conv2d", "depthwise_conv2d", "conv2d_transpose", "mul", "matmul", "matmul_v2",
-      "Conv",   "ConvTranspose",    "MatMul",           "Gemm"};
+  static const std::vector<std::string> names = {"conv2d",
+                                                 "depthwise_conv2d",
+                                                 "conv2d_transpose",
+                                                 "mul",
+                                                 "matmul",
+                                                 "matmul_v2",
+                                                 "pool2d",
+                                                 "Conv",
+                                                 "ConvTranspose",
+                                                 "MatMul",
+                                                 "Gemm",
+                                                 "AveragePool",
+                                                 "MaxPool"};
   return names;
 }
 
@@ -496,6 +506,10 @@ std::vector<std::string> onnx_op_types_for(const std::string& name) {
   // Paddle's mul / matmul / matmul_v2 export to ONNX as MatMul, or Gemm when fused with a bias.
   if (name == "mul" || name == "matmul" || name == "matmul_v2") return {"MatMul", "Gemm"};
   if (name == "MatMul") return {"MatMul"};
+  // Pooling has no weight: its input gets the Q/DQ pair of the tensor, shared with the other
+  // quantized consumers, so int8 runtimes pool on int8 (docs/quantization.md).
+  if (name == "pool2d") return {"AveragePool", "MaxPool"};
+  if (name == "AveragePool" || name == "MaxPool") return {name};
   if (name == "Gemm") return {"Gemm"};
   throw Error(str_cat("unknown quantize op type '", name, "'.",
                       suggestion(name, quantize_op_type_names()),

@@ -18,7 +18,20 @@ struct EngineOptions {
   // enable_mkldnn_int8({...})); empty = every op the model quantizes. Everything else runs FP32.
   std::set<std::string> int8_op_types;
   std::string origin = "model";  // for error messages
+  // Time every step (the stream is drained after each one, so steps do not overlap); read with
+  // Engine::profile(). Slows a run slightly: for `segslim bench --profile`, not for serving.
+  bool profile = false;
 };
+
+// Accumulated time of one compiled step over the runs since the last shape change.
+struct StepTime {
+  std::string line;  // as in describe()
+  double total_ms = 0;
+  int64_t runs = 0;
+};
+
+// The op types that can run INT8 (the valid entries of EngineOptions::int8_op_types).
+const std::set<std::string>& int8_capable_op_types();
 
 class Engine {
  public:
@@ -37,6 +50,9 @@ class Engine {
   // `segslim bench` and tests.
   std::vector<std::string> describe() const;
   int num_int8_steps() const;
+  // With EngineOptions::profile: per step of the last shape, in describe() order, plus a last
+  // entry for the reorder of the output to NCHW f32.
+  std::vector<StepTime> profile() const;
 
  private:
   struct Impl;

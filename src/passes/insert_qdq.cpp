@@ -28,6 +28,18 @@ int weight_axis(const onnx::NodeProto& node, int64_t rank) {
   return -1;
 }
 
+// Pad with mode constant and a zero (or absent) value.
+bool is_zero_pad(const onnx::GraphProto& graph, const onnx::NodeProto& n) {
+  if (n.op_type() != "Pad" || n.input_size() < 1) return false;
+  for (const auto& a : n.attribute())
+    if (a.name() == "mode" && a.s() != "constant") return false;
+  if (n.input_size() < 3 || n.input(2).empty()) return true;
+  const int c = detail::find_initializer(graph, n.input(2));
+  if (c < 0) return false;
+  const at::Tensor v = tensor_from_proto(graph.initializer(c));
+  return v.numel() == 1 && v.item<double>() == 0;
+}
+
 struct Pending {
   QdqSite site;
   int first_consumer = -1;
@@ -82,9 +94,23 @@ QdqModel insert_qdq(const onnx::ModelProto& model, const QuantPolicy& policy) {
     if (p.site.consumers.empty() || p.site.consumers.back() != consumer)
       p.site.consumers.push_back(consumer);
   };
+  // The node producing each tensor, to look through zero padding.
+  std::map<std::string, int> producer;
+  for (int i = 0; i < graph->node_size(); ++i)
+    for (const auto& o : graph->node(i).output()) producer[o] = i;
   for (int i : selected) {
     const onnx::NodeProto& node = graph->node(i);
     if (node.input_size() < 1 || node.input(0).empty()) continue;
+    // A pooling fed by a zero Pad (PyTorch's export of AvgPool2d(padding) with
+    // count_include_pad): quantize the Pad's input instead. Q/DQ commutes with zero padding
+    // (DQ(Q(0)) = 0 for any zero point), and the pair is then shared with the tensor's other
+    // quantized consumers, so one int8 tensor feeds them all.
+    auto pit = producer.find(node.input(0));
+    if (pit != producer.end() && node.op_type().find("Pool") != std::string::npos &&
+        is_zero_pad(*graph, graph->node(pit->second))) {
+      use(graph->node(pit->second).input(0), pit->second, 0, false, -1);
+      continue;
+    }
     use(node.input(0), i, 0, false, -1);
     if (node.input_size() < 2) continue;
     const int w = detail::find_initializer(*graph, node.input(1));

@@ -1,6 +1,7 @@
 #include "runtime/model_runner.h"
 
 #include "common/error.h"
+#include "common/strings.h"
 #include "engine/engine.h"
 #include "exec/executor.h"
 
@@ -13,12 +14,27 @@ Backend parse_backend(const std::string& name) {
   throw Error(str_cat("--engine '", name, "' is not valid (valid: auto, onednn, torch)"));
 }
 
+std::set<std::string> parse_int8_op_types(const std::string& text) {
+  std::set<std::string> out;
+  for (const std::string& t : split(text, ',')) {
+    const std::string op = trim(t);
+    if (op.empty()) continue;
+    if (!engine::int8_capable_op_types().count(op)) {
+      const auto& capable = engine::int8_capable_op_types();
+      throw Error(str_cat("--int8-ops: '", op,
+                          "' is not an op type the engine runs in INT8 (valid: ",
+                          join({capable.begin(), capable.end()}), ")"));
+    }
+    out.insert(op);
+  }
+  return out;
+}
+
 namespace {
 
-ModelRunner torch_runner(const onnx::ModelProto& model, const std::string& origin,
-                         bool channels_last) {
-  ExecutorOptions options{at::kCPU, at::kFloat, origin};
-  options.channels_last = channels_last;
+ModelRunner torch_runner(const onnx::ModelProto& model, const RunnerOptions& o) {
+  ExecutorOptions options{at::kCPU, at::kFloat, o.origin};
+  options.channels_last = o.channels_last;
   auto exec = std::make_shared<Executor>(model, options);
   ModelRunner r;
   r.backend = "torch";
@@ -30,31 +46,33 @@ ModelRunner torch_runner(const onnx::ModelProto& model, const std::string& origi
   return r;
 }
 
-ModelRunner onednn_runner(const onnx::ModelProto& model, const std::string& origin) {
+ModelRunner onednn_runner(const onnx::ModelProto& model, const RunnerOptions& o) {
   engine::EngineOptions options;
-  options.origin = origin;
+  options.origin = o.origin;
+  options.int8_op_types = o.int8_op_types;
+  options.profile = o.profile;
   auto eng = std::make_shared<engine::Engine>(model, options);
   ModelRunner r;
   r.backend = "onednn";
   r.forward = [eng](const at::Tensor& x) { return eng->run(x.contiguous()); };
+  if (o.profile) r.profile = [eng] { return eng->profile(); };
   r.state = eng;
   return r;
 }
 
 }  // namespace
 
-ModelRunner make_runner(const onnx::ModelProto& model, Backend backend, const std::string& origin,
-                        bool channels_last) {
-  switch (backend) {
+ModelRunner make_runner(const onnx::ModelProto& model, const RunnerOptions& options) {
+  switch (options.backend) {
     case Backend::kTorch:
-      return torch_runner(model, origin, channels_last);
+      return torch_runner(model, options);
     case Backend::kOnednn:
-      return onednn_runner(model, origin);
+      return onednn_runner(model, options);
     case Backend::kAuto:
       try {
-        return onednn_runner(model, origin);
+        return onednn_runner(model, options);
       } catch (const Error& e) {
-        ModelRunner r = torch_runner(model, origin, channels_last);
+        ModelRunner r = torch_runner(model, options);
         r.note =
             std::string("the oneDNN engine refused the model, running on LibTorch: ") + e.what();
         return r;

@@ -115,6 +115,29 @@ TEST(Eval, SampleMetricsEqualThoseOfPyTorchsPredictions) {
 
 // Acceptance on the full CamVid val split (needs ../shared): every metric within 0.05 points
 // of the PyTorch reference in espnet_camvid.json.
+// bench on the default engine (oneDNN): the statistics are ordered and consistent, the
+// profile lists the compiled steps, and --int8-ops is accepted.
+TEST(Bench, StatisticsJsonAndProfile) {
+  const std::string json = temp_dir() + "/bench.json";
+  const auto r = run_cli("bench --model " + kModel +
+                         " --shape 2x3x64x96 --warmup 1 --repeat 4 --threads 2 --profile 5 "
+                         "--int8-ops Conv --json " +
+                         json);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("on onednn (2 threads, shape 2x3x64x96"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("slowest steps of"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("Conv /"), std::string::npos) << r.output;
+  const auto j = read_json(json);
+  EXPECT_EQ(j["engine"], "onednn");
+  EXPECT_EQ(j["shape"], (std::vector<int64_t>{2, 3, 64, 96}));
+  const double mn = j["min_ms"], p50 = j["p50_ms"], p90 = j["p90_ms"], mean = j["mean_ms"];
+  EXPECT_GT(mn, 0);
+  EXPECT_LE(mn, p50);
+  EXPECT_LE(p50, p90);
+  EXPECT_LE(mn, mean);
+  EXPECT_NEAR(j["images_per_s"].get<double>(), 2 * 1000.0 / p50, 1e-6 * (2000.0 / p50));  // at p50
+}
+
 TEST(Eval, FullCamvidValMatchesPyTorchReference) {
   const std::string shared = shared_dir();
   if (shared.empty()) GTEST_SKIP() << "../shared not present";

@@ -57,6 +57,13 @@ TEST(CliErrors, UnsupportedOpsAreListedAllAtOnce) {
                    {"2 unsupported op type(s)", "Softplus (node bad_0)", "Sin (node bad_1)"});
 }
 
+TEST(CliErrors, EngineFlagsNameTheValidChoices) {
+  expect_one_error(run_cli("bench --model " + kModel + " --shape 1x3x32x32 --int8-ops Conv,Gelu"),
+                   {"--int8-ops", "'Gelu'", "valid: AveragePool, Concat, Conv, ConvTranspose"});
+  expect_one_error(run_cli("bench --model " + kModel + " --shape 1x3x32x32 --engine gpu"),
+                   {"--engine 'gpu'", "valid: auto, onednn, torch"});
+}
+
 TEST(CliErrors, ListNamingAMissingImage) {
   const std::string dir = temp_dir() + "/missing_image";
   std::filesystem::create_directories(dir);

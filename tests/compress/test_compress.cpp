@@ -106,12 +106,20 @@ TEST(Compress, PtqWritesAStandardQdqModelAndItsReport) {
     ASSERT_TRUE(report.contains(key)) << key;
     EXPECT_EQ(report[key]["class_iou"].size(), 11u) << key;
   }
-  const std::string eval_json = out + "/eval.json";
+  // On LibTorch (the fake-quant numerics compress evaluates with) exactly; on the oneDNN engine
+  // (eval's default: integer kernels, another rounding order) within half a point on 4 images.
+  const std::string eval_json = out + "/eval.json", engine_json = out + "/eval_onednn.json";
   const auto e = run_cli("eval --model " + out + "/model.onnx --data " + kData +
-                         " --threads 2 --json " + eval_json);
+                         " --threads 2 --engine torch --json " + eval_json);
   ASSERT_EQ(e.exit_code, 0) << e.output;
   EXPECT_NEAR(read_json(eval_json)["miou"].get<double>(), report["int8"]["miou"].get<double>(),
               1e-6);
+  const auto e2 = run_cli("eval --model " + out + "/model.onnx --data " + kData +
+                          " --threads 2 --json " + engine_json);
+  ASSERT_EQ(e2.exit_code, 0) << e2.output;
+  EXPECT_EQ(read_json(engine_json)["engine"], "onednn");
+  EXPECT_NEAR(read_json(engine_json)["miou"].get<double>(), report["int8"]["miou"].get<double>(),
+              0.005);
   // PTQ on a model that is not retrained: INT8 and PTQ are the same model here.
   EXPECT_NEAR(report["ptq"]["miou"].get<double>(), report["int8"]["miou"].get<double>(), 1e-6);
   EXPECT_LT(std::abs(report["int8"]["miou"].get<double>() - report["fp32"]["miou"].get<double>()),

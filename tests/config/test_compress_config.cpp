@@ -270,8 +270,12 @@ TEST(CompressConfig, OpTypeMapping) {
   EXPECT_HAS(e, "QuantAware.quantize_op_types");
   EXPECT_HAS(e, "'elementwise_mul'");
   EXPECT_HAS(e,
-             "conv2d, depthwise_conv2d, conv2d_transpose, mul, matmul, matmul_v2, Conv, "
-             "ConvTranspose, MatMul, Gemm");
+             "conv2d, depthwise_conv2d, conv2d_transpose, mul, matmul, matmul_v2, pool2d, Conv, "
+             "ConvTranspose, MatMul, Gemm, AveragePool, MaxPool");
+  // Paddle's pool2d covers both ONNX poolings (activation input only).
+  EXPECT_EQ(onnx_op_types_for("pool2d"), (std::vector<std::string>{"AveragePool", "MaxPool"}));
+  EXPECT_EQ(parse("QuantAware: {quantize_op_types: [conv2d, pool2d]}").quant_aware->onnx_op_types,
+            (std::vector<std::string>{"Conv", "AveragePool", "MaxPool"}));
 }
 
 TEST(CompressConfigErrors, UnknownKeyNamesPathAndValidKeysClosestFirst) {

@@ -4,42 +4,14 @@
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
-#include <chrono>
-#include <cstdio>
-
 #include "common/error.h"
 #include "data/dataset_config.h"
 #include "data/inference_image.h"
-#include "engine/engine.h"
-#include "passes/export_qdq.h"
+#include "engine/engine_test_util.h"
 #include "passes/fold_batchnorm.h"
-#include "passes/insert_qdq.h"
-#include "passes/pass_test_util.h"
 
 namespace segslim::testing {
 namespace {
-
-using engine::Engine;
-using engine::EngineOptions;
-
-at::Tensor run_exec(const onnx::ModelProto& m, const at::Tensor& x) { return run_model(m, x); }
-
-std::string joined(const std::vector<std::string>& lines) {
-  std::string s;
-  for (const auto& l : lines) s += l + "\n";
-  return s;
-}
-
-// FP32: the engine equals the executor within rtol of the output's scale.
-void expect_fp32_match(const onnx::ModelProto& m, const at::Tensor& x, double rtol = 1e-4) {
-  Engine eng(m);
-  const at::Tensor got = eng.run(x);
-  const at::Tensor want = run_exec(m, x);
-  ASSERT_EQ(got.sizes(), want.sizes()) << joined(eng.describe());
-  EXPECT_TRUE(close_to_scale(got, want, rtol)) << joined(eng.describe());
-  // a second run (buffers reused, cached plan) gives the same numbers
-  EXPECT_TRUE(at::equal(eng.run(x), got));
-}
 
 struct ConvCase {
   std::vector<int64_t> in;  // N C H W
@@ -256,27 +228,6 @@ TEST(EngineFp32, RefusesUnsupportedOpsNamingThem) {
 }
 
 // ---------------------------------------------------------------- INT8
-// Activation scales from max|x| / 127 of one FP32 run, then export (int8 weights).
-onnx::ModelProto quantize(const onnx::ModelProto& fp32, const at::Tensor& x,
-                          const passes::QuantPolicy& policy = {}) {
-  passes::QdqModel q = passes::insert_qdq(fp32, policy);
-  calibrate_abs_max(q, fp32, x);
-  return passes::export_qdq(q.model);
-}
-
-// Engine int8 vs executor fake-quant: >= 99% within one quantization step of the output
-// (step = max|y| / 127), mean error well below a step.
-void expect_int8_match(Engine& eng, const onnx::ModelProto& q, const at::Tensor& x) {
-  const at::Tensor got = eng.run(x);
-  const at::Tensor want = run_exec(q, x);
-  ASSERT_EQ(got.sizes(), want.sizes());
-  const double step = want.abs().max().item<double>() / 127;
-  const at::Tensor err = (got - want).abs();
-  const double within = (err <= step * 1.001).to(at::kDouble).mean().item<double>();
-  EXPECT_GE(within, 0.99) << joined(eng.describe());
-  EXPECT_LT(err.mean().item<double>(), 0.1 * step) << joined(eng.describe());
-}
-
 onnx::ModelProto small_net() {
   GraphBuilder b;
   b.init("w1", at::randn({16, 3, 3, 3}) * 0.3);
@@ -425,6 +376,48 @@ TEST(EngineFp32, EspnetBatchTwo) {
   EXPECT_TRUE(close_to_scale(eng.run(s), run_exec(m, s), 1e-4)) << joined(eng.describe());
 }
 
+// The STDC stride-2 module as PyTorch exports it (Pad -> AveragePool for
+// AvgPool2d(padding=1)) with pooling quantized (QuantAware [Conv, pool2d]): one int8 tensor
+// feeds both the strided conv and the pool, the conv before it writes int8, the pool reads
+// int8 with the padding folded in (a float mean, exact), and only its small output is
+// quantized for the Concat.
+TEST(EngineInt8, QuantizedPoolingRunsOnTheConvsInt8Output) {
+  at::manual_seed(12);
+  GraphBuilder b;
+  b.init("w1", at::randn({16, 3, 1, 1}) * 0.5);
+  b.init("b1", at::randn({16}) * 0.1);
+  b.init("w2", at::randn({8, 16, 3, 3}) * 0.2);
+  b.init("b2", at::randn({8}) * 0.1);
+  b.init("w3", at::randn({6, 24, 1, 1}) * 0.3);
+  b.init("pads", at::tensor({0L, 0L, 1L, 1L, 0L, 0L, 1L, 1L}));
+  b.node("Conv", "c1", {"x", "w1", "b1"}, {"c1"});
+  b.node("Relu", "r1", {"c1"}, {"r1"});
+  auto* c2 = b.node("Conv", "c2", {"r1", "w2", "b2"}, {"c2"});
+  set_attr_ints(c2, "pads", {1, 1, 1, 1});
+  set_attr_ints(c2, "strides", {2, 2});
+  b.node("Relu", "r2", {"c2"}, {"r2"});
+  b.node("Pad", "pad", {"r1", "pads"}, {"r1p"});
+  auto* pool = b.node("AveragePool", "pool", {"r1p"}, {"p1"});
+  set_attr_ints(pool, "kernel_shape", {3, 3});
+  set_attr_ints(pool, "strides", {2, 2});
+  set_attr_int(b.node("Concat", "cat", {"p1", "r2"}, {"cat"}), "axis", 1);
+  b.node("Conv", "c3", {"cat", "w3"}, {"y"});
+  b.output("y");
+  passes::QuantPolicy policy;
+  policy.op_types = {"Conv", "AveragePool", "MaxPool"};
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{2, 3, 24, 30}, {1, 3, 17, 9}}) {
+    const at::Tensor x = at::randn(shape);
+    const auto q = quantize(b.model, x, policy);
+    Engine eng(q);
+    expect_int8_match(eng, q, x);
+    const std::string d = joined(eng.describe());
+    EXPECT_NE(d.find("Conv c1 int8 s8 +bias +relu ->s8"), std::string::npos) << d;
+    EXPECT_NE(d.find("AveragePool pool +pad int8 in"), std::string::npos) << d;
+    EXPECT_EQ(d.find("Dequantize"), std::string::npos) << d;
+    EXPECT_EQ(d.find("Pad"), std::string::npos) << d;
+  }
+}
+
 // An STDC-like module: branch outputs feed both the next branch's conv and a Concat (the first
 // through a 3x3/2 AveragePool), the Concat feeds convs. The Concat runs on int8: the last
 // branch's conv writes int8 at the Concat's scale into it, the others are quantized from f32
@@ -484,70 +477,6 @@ TEST(EngineInt8, ConcatAndAvgPoolStayInt8) {
   const at::Tensor again = eng.run(x);
   EXPECT_TRUE(at::equal(whole, whole_kept));
   EXPECT_FALSE(at::equal(again, whole));
-}
-
-// Not a test: prints the compiled steps and ms per forward of ESPNet 1x3x360x480, FP32 and
-// INT8 (run with --gtest_also_run_disabled_tests --gtest_filter=*Speed*).
-TEST(EngineSpeed, DISABLED_Espnet) {
-  const auto m = load_model(source_dir() + "/sample/models/espnet_camvid.onnx");
-  at::manual_seed(0);
-  const at::Tensor x = at::randn({1, 3, 360, 480}) * 0.01;
-  const auto q = quantize(passes::fold_batchnorm(m), x);
-  for (const auto* model : {&m, &q}) {
-    Engine eng(*model);
-    eng.run(x);
-    for (const auto& l : eng.describe()) std::printf("%s\n", l.c_str());
-    const int iters = 10;
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < iters; ++i) eng.run(x);
-    const double ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() /
-        iters;
-    Executor exec(*model);
-    at::InferenceMode guard;
-    const auto t1 = std::chrono::steady_clock::now();
-    for (int i = 0; i < 3; ++i) exec.forward(x);
-    const double ems =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count() /
-        3;
-    std::printf("%s: engine %.1f ms, executor %.1f ms, int8 steps %d, threads %d\n",
-                model == &m ? "FP32" : "INT8", ms, ems, eng.num_int8_steps(),
-                at::get_num_threads());
-  }
-}
-
-// Not a test: prints the compiled steps of the STDC-like bench models (output/bench, made by
-// bench/engine_bench.sh) and ms per forward at 1x3x1024x2048, checks them against the
-// executor at 1x3x256x512.
-TEST(EngineSpeed, DISABLED_StdcLike) {
-  for (const std::string name : {"stdc_like.onnx", "stdc_like_int8.onnx"}) {
-    const std::string path = source_dir() + "/output/bench/" + name;
-    if (std::FILE* f = std::fopen(path.c_str(), "rb")) {
-      std::fclose(f);
-    } else {
-      continue;
-    }
-    const auto m = load_model(path);
-    at::manual_seed(0);
-    const at::Tensor x = at::randn({1, 3, 1024, 2048});
-    Engine eng(m);
-    eng.run(x);
-    for (const auto& l : eng.describe()) std::printf("%s\n", l.c_str());
-    const int iters = 3;
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < iters; ++i) eng.run(x);
-    const double ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() /
-        iters;
-    std::printf("%s: engine %.1f ms, int8 steps %d\n", name.c_str(), ms, eng.num_int8_steps());
-    // and against the executor (fake-quant for the INT8 model) at a smaller size
-    const at::Tensor xs = at::randn({1, 3, 256, 512});
-    if (name == "stdc_like_int8.onnx") {
-      expect_int8_match(eng, m, xs);
-    } else {
-      EXPECT_TRUE(close_to_scale(eng.run(xs), run_exec(m, xs), 1e-4));
-    }
-  }
 }
 
 }  // namespace

@@ -92,6 +92,41 @@ TEST(InsertQdq, SharedActivationGetsOnePair) {
   EXPECT_TRUE(passes_checker(q.model));
 }
 
+// A tensor read by a Conv and, through a zero Pad, by an AveragePool (PyTorch's export of
+// AvgPool2d(padding=1)): with pooling quantized, one pair before the Pad serves both, and
+// the outputs equal the graph with the pair placed after the Pad (Q/DQ commutes with zero
+// padding).
+TEST(InsertQdq, PoolBehindZeroPadSharesTheConvsPair) {
+  at::manual_seed(3);
+  GraphBuilder b;
+  b.init("w", at::randn({4, 3, 1, 1}));
+  b.init("pads", at::tensor({0L, 0L, 1L, 1L, 0L, 0L, 1L, 1L}));
+  b.node("Conv", "conv", {"x", "w"}, {"c"});
+  b.node("Pad", "pad", {"x", "pads"}, {"xp"});
+  auto* pool = b.node("AveragePool", "pool", {"xp"}, {"p"});
+  set_attr_ints(pool, "kernel_shape", {3, 3});
+  set_attr_ints(pool, "strides", {2, 2});
+  set_attr_int(b.node("Concat", "cat", {"c", "p"}, {"y"}), "axis", 1);
+  b.output("y");
+  // strides 2 on the conv too, so the concat's shapes agree
+  set_attr_ints(b.model.mutable_graph()->mutable_node(0), "strides", {2, 2});
+  passes::QuantPolicy policy;
+  policy.op_types = {"Conv", "AveragePool"};
+  const auto q = passes::insert_qdq(b.model, policy);
+  ASSERT_EQ(q.activations.size(), 1u);
+  EXPECT_EQ(q.activations[0].tensor, "x");
+  EXPECT_EQ(q.activations[0].consumers, (std::vector<std::string>{"conv", "pad"}));
+  EXPECT_EQ(count_ops(q.model, "QuantizeLinear"), 2);  // x and the conv weight
+  EXPECT_TRUE(passes_checker(q.model));
+  // A non-zero pad value does not commute: the pool's own input is quantized then.
+  GraphBuilder b2 = b;
+  b2.init("pad_value", at::tensor(1.f));
+  b2.model.mutable_graph()->mutable_node(1)->add_input("pad_value");
+  const auto q2 = passes::insert_qdq(b2.model, policy);
+  ASSERT_EQ(q2.activations.size(), 2u);
+  EXPECT_EQ(q2.activations[1].tensor, "xp");
+}
+
 TEST(InsertQdq, RefusesOldOpsets) {
   auto model = folded_tiny();
   model.mutable_opset_import(0)->set_version(12);

@@ -16,7 +16,8 @@ namespace segslim::cli {
 namespace {
 
 struct EvalArgs {
-  std::string model, data, data_root, list, json, plot, engine;
+  std::string model, data, data_root, list, json, plot;
+  EngineArgs engine;
   int batch = 0, threads = 1, workers = 2;
 };
 
@@ -42,7 +43,7 @@ void run_eval(const EvalArgs& args) {
   SegDataset dataset(spec);  // reads and checks the list before the model is loaded
   onnx::ModelProto model = load_model(args.model);
   apply_threads(args.threads);
-  ModelRunner runner = make_runner(model, parse_backend(args.engine), args.model);
+  ModelRunner runner = make_runner(model, runner_options(args.engine, args.model));
   if (!runner.note.empty()) std::cerr << "note: " << runner.note << "\n";
 
   EvalOptions options;
@@ -104,7 +105,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--workers", args->workers, "image loading threads")
       ->check(CLI::NonNegativeNumber);
   add_threads_option(*cmd, args->threads);
-  add_engine_option(*cmd, args->engine);
+  add_engine_options(*cmd, args->engine);
   cmd->add_option("--json", args->json, "write the metrics as JSON");
   cmd->add_option("--plot", args->plot, "write the per-class IoU as a bar chart PNG");
   cmd->callback([args] { run_eval(*args); });

@@ -16,7 +16,8 @@ namespace segslim::cli {
 namespace {
 
 struct PredictArgs {
-  std::string model, data, image, out, raw, engine;
+  std::string model, data, image, out, raw;
+  EngineArgs engine;
   bool overlay = false;
   int threads = 1;
 };
@@ -27,7 +28,7 @@ void run_predict(const PredictArgs& args) {
   InferenceImage image = load_inference_image(spec, args.image);
   onnx::ModelProto model = load_model(args.model);
   apply_threads(args.threads);
-  ModelRunner runner = make_runner(model, parse_backend(args.engine), args.model);
+  ModelRunner runner = make_runner(model, runner_options(args.engine, args.model));
   if (!runner.note.empty()) std::cerr << "note: " << runner.note << "\n";
   at::InferenceMode guard;
   at::Tensor out = runner.forward(image.input);
@@ -69,7 +70,7 @@ void add_predict_command(CLI::App& app) {
   cmd->add_flag("--overlay", args->overlay, "blend the colours over the image");
   cmd->add_option("--raw", args->raw, "also write the 8-bit class-id map");
   add_threads_option(*cmd, args->threads);
-  add_engine_option(*cmd, args->engine);
+  add_engine_options(*cmd, args->engine);
   cmd->callback([args] { run_predict(*args); });
 }
 

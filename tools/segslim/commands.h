@@ -5,6 +5,9 @@
 #include <string>
 #include <vector>
 
+#include "dist/launcher.h"
+#include "runtime/model_runner.h"
+
 namespace segslim::cli {
 
 void add_inspect_command(CLI::App& app);
@@ -14,11 +17,25 @@ void add_compress_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 
 // --threads: LibTorch defaults to 1 thread on these machines, so always set it explicitly.
-void add_threads_option(CLI::App& cmd, int& threads);
+CLI::Option* add_threads_option(CLI::App& cmd, int& threads);
 void apply_threads(int threads);
+// The cores of this machine shared among the job's processes on it (the default of --threads
+// for a data-parallel worker).
+int threads_per_process(int local_processes);
 
-// --engine torch|onednn|auto (auto: the oneDNN engine unless it refuses the model).
-void add_engine_option(CLI::App& cmd, std::string& engine);
+// --nproc, --nnodes, --node-rank, --master-addr, --master-port, --dist-timeout (dist/run.h).
+void add_dist_options(CLI::App& cmd, dist::LaunchOptions& options);
+
+// The command line this process was started with (a launcher starts its workers with it).
+const std::vector<std::string>& command_line();
+
+// --engine onednn|torch|auto and --int8-ops, for the commands that run inference.
+struct EngineArgs {
+  std::string engine = "onednn";
+  std::string int8_ops;  // comma-separated op types; empty = all the model quantizes
+};
+void add_engine_options(CLI::App& cmd, EngineArgs& args);
+RunnerOptions runner_options(const EngineArgs& args, const std::string& origin);
 
 // "1x3x360x480" -> {1, 3, 360, 480}; throws naming the flag.
 std::vector<int64_t> parse_shape(const std::string& text, const std::string& flag);

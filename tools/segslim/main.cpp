@@ -1,6 +1,7 @@
 // segslim: QAT + distillation for ONNX segmentation models, and the tools to prove the result.
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <iostream>
 #include <sstream>
 #include <thread>
@@ -10,18 +11,56 @@
 
 namespace segslim::cli {
 
-void add_threads_option(CLI::App& cmd, int& threads) {
+namespace {
+std::vector<std::string> g_command_line;
+}  // namespace
+
+const std::vector<std::string>& command_line() { return g_command_line; }
+
+CLI::Option* add_threads_option(CLI::App& cmd, int& threads) {
   threads = static_cast<int>(std::thread::hardware_concurrency());
-  cmd.add_option("--threads", threads, "intra-op threads (default: all cores)")
+  return cmd.add_option("--threads", threads, "intra-op threads (default: all cores)")
       ->check(CLI::PositiveNumber);
 }
 
-void add_engine_option(CLI::App& cmd, std::string& engine) {
-  // LibTorch by default until the oneDNN engine is faster on the models we ship (README).
-  engine = "torch";
-  cmd.add_option("--engine", engine,
-                 "torch (default), onednn (experimental), auto (oneDNN unless it cannot run "
+int threads_per_process(int local_processes) {
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  return std::max(1, cores / std::max(1, local_processes));
+}
+
+void add_dist_options(CLI::App& cmd, dist::LaunchOptions& o) {
+  cmd.add_option("--nproc", o.nproc,
+                 "data-parallel worker processes on this machine (default 1; a job started by "
+                 "torchrun is joined through RANK, WORLD_SIZE, MASTER_ADDR, ...)");
+  cmd.add_option("--nnodes", o.nnodes, "machines in the job (default 1; run the command on each)");
+  cmd.add_option("--node-rank", o.node_rank, "this machine's index in [0, nnodes) (default 0)");
+  cmd.add_option("--master-addr", o.master_addr,
+                 "address of machine 0, where the rendezvous store runs (default: MASTER_ADDR, "
+                 "else 127.0.0.1)");
+  cmd.add_option("--master-port", o.master_port,
+                 "port of the rendezvous store (default: MASTER_PORT, else 29500 with several "
+                 "machines and any free port on one)");
+  cmd.add_option("--dist-timeout", o.timeout_s,
+                 "seconds the processes wait for one another at a collective before naming the "
+                 "one that hangs (default 300)");
+}
+
+void add_engine_options(CLI::App& cmd, EngineArgs& args) {
+  cmd.add_option("--engine", args.engine,
+                 "onednn (default: segslim's inference engine), torch (the LibTorch executor "
+                 "compress trains with: fake-quant numerics), auto (oneDNN unless it refuses "
                  "the model)");
+  cmd.add_option("--int8-ops", args.int8_ops,
+                 "oneDNN: comma-separated op types to run in INT8, e.g. Conv,Concat (default: "
+                 "every op the QDQ model quantizes); the rest run FP32");
+}
+
+RunnerOptions runner_options(const EngineArgs& args, const std::string& origin) {
+  RunnerOptions o;
+  o.backend = parse_backend(args.engine);
+  o.origin = origin;
+  o.int8_op_types = parse_int8_op_types(args.int8_ops);
+  return o;
 }
 
 void apply_threads(int threads) { at::set_num_threads(threads); }
@@ -48,6 +87,7 @@ std::vector<int64_t> parse_shape(const std::string& text, const std::string& fla
 }  // namespace segslim::cli
 
 int main(int argc, char** argv) {
+  segslim::cli::g_command_line.assign(argv, argv + argc);
   CLI::App app{"segslim: make ONNX semantic-segmentation models fast with INT8 QAT + distillation"};
   app.require_subcommand(1);
   segslim::cli::add_inspect_command(app);

@@ -1,0 +1,1126 @@
+// Phase A of the engine's compilation (plan.h): walk the ONNX graph in order; constant-fold
+// every node whose inputs are known at compile time (initializers, Constant, Shape of a tensor
+// of known shape, and anything computed from those) with the executor's own ATen kernels; turn
+// the rest into IR steps, fusing BatchNormalization / activations / PRelu / residual Add into
+// the convolution before them and dissolving Q -> DQ -> Conv patterns into int8 convolutions.
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <sstream>
+#include <unordered_set>
+
+#include "common/error.h"
+#include "engine/plan.h"
+#include "graph/model.h"
+#include "graph/tensor_proto.h"
+#include "ops/registry.h"
+
+namespace segslim::engine {
+namespace {
+
+class Builder {
+ public:
+  Builder(const onnx::ModelProto& model, const EngineOptions& opt, int64_t opset, Plan& p)
+      : model_(model), opt_(opt), opset_(opset), p_(p) {
+    const auto& g = model.graph();
+    for (const auto& init : g.initializer()) consts_[init.name()] = tensor_from_proto(init);
+    for (const auto& n : g.node())
+      for (const auto& i : n.input())
+        if (!i.empty()) ++consumers_[i];
+    for (const auto& o : g.output()) {
+      ++consumers_[o.name()];
+      outputs_.insert(o.name());
+    }
+  }
+
+  void build(const std::string& input, const std::vector<int64_t>& dims) {
+    int v = new_val(input, dims);
+    p_.vals[v].external = true;
+    p_.input_val = v;
+    rt_[input].val = v;
+    for (const auto& n : model_.graph().node()) node(n);
+    const std::string out = model_.graph().output(0).name();
+    SEGSLIM_CHECK(!consts_.count(out), opt_.origin, ": the graph output ", out, " is constant");
+    p_.output_val = f32(out);
+  }
+
+ private:
+  struct Ref {
+    int val = -1;   // f32 materialized
+    int qval = -1;  // int8 value this name dequantizes (DQ alias) or is (Q output)
+    bool is_q = false;
+    float scale = 1;
+    int zp = 0;
+  };
+
+  int new_val(const std::string& name, std::vector<int64_t> dims, dt type = dt::f32) {
+    Val v;
+    v.name = name;
+    v.dims = std::move(dims);
+    v.type = type;
+    p_.vals.push_back(v);
+    producer_.push_back(-1);
+    return static_cast<int>(p_.vals.size()) - 1;
+  }
+  int add_step(Step s) {
+    p_.ir.push_back(std::move(s));
+    const int idx = static_cast<int>(p_.ir.size()) - 1;
+    if (p_.ir.back().out >= 0) producer_[p_.ir.back().out] = idx;
+    return idx;
+  }
+
+  [[noreturn]] void fail(const onnx::NodeProto& n, const std::string& msg) const {
+    throw Error(str_cat(opt_.origin, ": ", n.op_type(), " node '", node_name(n), "': ", msg));
+  }
+
+  bool is_const(const std::string& name) const { return name.empty() || consts_.count(name); }
+  at::Tensor cst(const std::string& name) const {
+    auto it = consts_.find(name);
+    return it == consts_.end() ? at::Tensor() : it->second;
+  }
+  const std::vector<int64_t>& dims_of(const std::string& name) {
+    auto it = rt_.find(name);
+    SEGSLIM_CHECK(it != rt_.end(), opt_.origin, ": value ", name, " is not computed");
+    const Ref& r = it->second;
+    return p_.vals[r.val >= 0 ? r.val : r.qval].dims;
+  }
+  bool single_use(const std::string& name) const {
+    auto it = consumers_.find(name);
+    return it != consumers_.end() && it->second == 1 && !outputs_.count(name);
+  }
+
+  // The float value of a runtime name, materializing a DQ (reorder with scale) when needed.
+  int f32(const std::string& name) {
+    auto it = rt_.find(name);
+    SEGSLIM_CHECK(it != rt_.end(), opt_.origin, ": value ", name, " is not computed");
+    Ref& r = it->second;
+    if (r.val >= 0) return r.val;
+    SEGSLIM_CHECK(!r.is_q, opt_.origin, ": the integer tensor ", name,
+                  " is used by something other than DequantizeLinear or an int8 convolution");
+    Step s;
+    s.kind = Step::kDequant;
+    s.op = "DequantizeLinear";
+    s.name = name;
+    s.in = {r.qval};
+    s.scale = r.scale;
+    s.zp = r.zp;
+    s.out = new_val(name, p_.vals[r.qval].dims);
+    add_step(std::move(s));
+    r.val = p_.ir.back().out;
+    return r.val;
+  }
+
+  // The conv step producing `name` when further ops may be fused into it.
+  Step* fusable_conv(const std::string& name) {
+    if (!single_use(name)) return nullptr;
+    auto it = rt_.find(name);
+    if (it == rt_.end() || it->second.val < 0) return nullptr;
+    const int pi = producer_[it->second.val];
+    if (pi < 0) return nullptr;
+    Step& s = p_.ir[pi];
+    if (s.kind != Step::kConv || s.out != it->second.val) return nullptr;
+    if (p_.vals[s.out].type != dt::f32) return nullptr;
+    return &s;
+  }
+  // The int8 conv producing `name` (f32, not yet read by any step) when its other consumers
+  // (besides Q node `q`) are Concats quantized with the same scale (u8 or s8, zero point 0):
+  // the Q then fuses into the conv and the int8 Concats read its int8 output, exactly the
+  // values they would quantize it to.
+  Step* shared_conv(const std::string& name, const onnx::NodeProto& q, float scale, bool u8) {
+    if (outputs_.count(name) || !int8_enabled("Concat")) return nullptr;
+    auto it = rt_.find(name);
+    if (it == rt_.end() || it->second.val < 0) return nullptr;
+    const int v = it->second.val;
+    const int pi = producer_[v];
+    if (pi < 0) return nullptr;
+    Step& s = p_.ir[pi];
+    if (s.kind != Step::kConv || s.out != v || !s.int8 || p_.vals[v].type != dt::f32)
+      return nullptr;
+    for (size_t k = pi + 1; k < p_.ir.size(); ++k)
+      for (int i : p_.ir[k].in)
+        if (i == v) return nullptr;
+    for (const auto& c : model_.graph().node()) {
+      if (&c == &q) continue;
+      bool reads = false;
+      for (const auto& i : c.input()) reads = reads || i == name;
+      if (!reads) continue;
+      if (c.op_type() != "Concat") return nullptr;
+      const onnx::NodeProto* cq = q_consumer(c.output(0));
+      if (!cq || cst(cq->input(1)).item<float>() != scale) return nullptr;
+      const at::Tensor z = cq->input_size() > 2 ? cst(cq->input(2)) : at::Tensor();
+      if ((z.defined() && z.item<int>() != 0) ||
+          (!z.defined() || z.scalar_type() == at::kByte) != u8)
+        return nullptr;
+    }
+    return &s;
+  }
+  // A 2-D MaxPool / AveragePool that may run on int8 input (pool()).
+  bool int8_pool(const onnx::NodeProto& n) const {
+    const std::string& t = n.op_type();
+    if (t != "MaxPool" && t != "AveragePool") return false;
+    if (!int8_enabled(t) || Attrs{n}.s("auto_pad", "NOTSET") != "NOTSET") return false;
+    const auto dil = Attrs{n}.ints("dilations", {1, 1});
+    return dil.empty() || dil == std::vector<int64_t>{1, 1};
+  }
+  // The only consumer of `name` when it is a QuantizeLinear with constant per-tensor scale.
+  const onnx::NodeProto* q_consumer(const std::string& name) const {
+    if (!single_use(name)) return nullptr;
+    for (const auto& c : model_.graph().node())
+      for (const auto& i : c.input())
+        if (i == name) {
+          if (c.op_type() != "QuantizeLinear") return nullptr;
+          const at::Tensor sc = cst(c.input(1));
+          if (!sc.defined() || sc.numel() != 1) return nullptr;
+          return &c;
+        }
+    return nullptr;
+  }
+
+  void rename(Step& s, const std::string& name) {
+    p_.vals[s.out].name = name;
+    rt_[name].val = s.out;
+  }
+
+  void constant_fold(const onnx::NodeProto& n) {
+    const auto* op = ops::Registry::instance().find(n.op_type());
+    if (!op) fail(n, "no kernel to constant-fold it");
+    ops::Tensors in;
+    for (const auto& i : n.input()) in.push_back(cst(i));
+    ops::NodeContext ctx(n, opset_, false);
+    ops::Tensors out = op->run(ctx, in);
+    for (int k = 0; k < n.output_size() && k < static_cast<int>(out.size()); ++k)
+      if (!n.output(k).empty()) consts_[n.output(k)] = out[k];
+    // Remember int8 weights read by a DQ (exported model) or produced by a Q of a constant.
+    if (n.op_type() == "DequantizeLinear") {
+      QInfo q;
+      q.q = in[0];
+      q.scale = in[1];
+      q.zp = in.size() > 2 ? in[2] : at::Tensor();
+      q.axis = Attrs{n}.i("axis", 1);
+      qinfo_[n.output(0)] = q;
+    }
+  }
+
+  void node(const onnx::NodeProto& n) {
+    const std::string& t = n.op_type();
+    if (t == "Constant") return constant_fold(n);
+    if (t == "Shape" && !is_const(n.input(0))) {
+      auto d = dims_of(n.input(0));
+      const int64_t r = static_cast<int64_t>(d.size());
+      int64_t start = Attrs{n}.i("start", 0), end = Attrs{n}.i("end", r);
+      if (start < 0) start += r;
+      if (end < 0) end += r;
+      start = std::clamp<int64_t>(start, 0, r);
+      end = std::clamp<int64_t>(end, start, r);
+      std::vector<int64_t> v(d.begin() + start, d.begin() + end);
+      consts_[n.output(0)] = at::tensor(v, at::kLong);
+      return;
+    }
+    bool all_const = true;
+    for (const auto& i : n.input()) all_const = all_const && is_const(i);
+    if (all_const && t != "QuantizeLinear") return constant_fold(n);
+    if (all_const) {  // Q of a constant (weights of a QAT model): fold, remember
+      constant_fold(n);
+      return;
+    }
+    if (t == "Identity" || t == "Dropout") {
+      rt_[n.output(0)] = rt_.at(n.input(0));
+      return;
+    }
+    if (t == "QuantizeLinear") return quantize(n);
+    if (t == "DequantizeLinear") return dequantize(n);
+    if (t == "Conv" || t == "ConvTranspose") return conv(n);
+    if (t == "BatchNormalization") return batchnorm(n);
+    if (t == "PRelu") return prelu(n);
+    if (t == "Relu" || t == "LeakyRelu" || t == "Clip" || t == "Sigmoid" || t == "Tanh" ||
+        t == "HardSwish" || t == "Elu")
+      return eltwise(n);
+    if (t == "Add" || t == "Sub" || t == "Mul" || t == "Div") return binary(n);
+    if (t == "Concat") return concat(n);
+    if (t == "MaxPool" || t == "AveragePool" || t == "GlobalAveragePool" || t == "GlobalMaxPool")
+      return pool(n);
+    if (t == "Resize" || t == "Upsample") return resize(n);
+    if (t == "MatMul") return matmul(n);
+    if (t == "Softmax") return softmax(n);
+    if (t == "ReduceMean" || t == "ReduceMax" || t == "ReduceSum") return reduce(n);
+    if (ops::Registry::instance().find(t) && float_result(n)) return aten(n);
+    fail(n, "is not supported by the engine");
+  }
+
+  void quantize(const onnx::NodeProto& n) {
+    const at::Tensor s = cst(n.input(1));
+    const at::Tensor z = n.input_size() > 2 ? cst(n.input(2)) : at::Tensor();
+    if (!s.defined() || s.numel() != 1) fail(n, "only per-tensor activation quantization runs");
+    const float scale = s.item<float>();
+    const int zp = z.defined() ? z.item<int>() : 0;
+    const bool u8 = !z.defined() || z.scalar_type() == at::kByte;
+    const dt type = u8 ? dt::u8 : dt::s8;
+    Ref r;
+    r.is_q = true;
+    r.scale = scale;
+    r.zp = zp;
+    // Already int8 at this scale (an int8 Concat / pooling): the Q is the identity.
+    if (auto qit = rt_.find(n.input(0)); qit != rt_.end()) {
+      const Ref& in = qit->second;
+      if (in.val < 0 && in.qval >= 0 && !in.is_q && in.scale == scale && in.zp == zp &&
+          p_.vals[in.qval].type == type) {
+        r.qval = in.qval;
+        rt_[n.output(0)] = r;
+        return;
+      }
+    }
+    // Requantize straight out of the convolution when it is the only producer: the conv's
+    // per-channel output scale becomes alpha_c / s_y and it writes int8 (zero point 0 only).
+    Step* c = fusable_conv(n.input(0));
+    bool shared = false;  // the conv's output also feeds Concats quantized at this scale
+    if (!c && zp == 0) {
+      c = shared_conv(n.input(0), n, scale, u8);
+      shared = c != nullptr;
+    }
+    bool homogeneous = c != nullptr && zp == 0;
+    if (c)
+      for (auto& po : c->post)
+        homogeneous = homogeneous && (po.kind == PostOp::kPrelu ||
+                                      (po.kind == PostOp::kElt && (po.algo == alg::eltwise_relu ||
+                                                                   po.algo == alg::eltwise_clip)));
+    if (c && c->int8 && homogeneous) {
+      Val& v = p_.vals[c->out];
+      v.type = type;
+      v.scale = scale;
+      v.zp = 0;
+      v.name = n.output(0);
+      c->tags.push_back(std::string("->") + (u8 ? "u8" : "s8"));
+      r.qval = c->out;
+      rt_[n.output(0)] = r;
+      if (shared) {  // the Concats read the int8 value
+        Ref a;
+        a.qval = c->out;
+        a.scale = scale;
+        a.zp = 0;
+        rt_[n.input(0)] = a;
+      }
+      return;
+    }
+    Step q;
+    q.kind = Step::kQuant;
+    q.op = "QuantizeLinear";
+    q.name = node_name(n);
+    q.in = {f32(n.input(0))};
+    q.scale = scale;
+    q.zp = zp;
+    q.out = new_val(n.output(0), p_.vals[q.in[0]].dims, type);
+    p_.vals[q.out].scale = scale;
+    p_.vals[q.out].zp = zp;
+    r.qval = q.out;
+    add_step(std::move(q));
+    rt_[n.output(0)] = r;
+  }
+
+  void dequantize(const onnx::NodeProto& n) {
+    auto it = rt_.find(n.input(0));
+    if (it == rt_.end() || !it->second.is_q) {
+      // DQ of a float runtime value cannot happen in a valid model; run it on ATen
+      return aten(n);
+    }
+    const at::Tensor s = cst(n.input(1));
+    const at::Tensor z = n.input_size() > 2 ? cst(n.input(2)) : at::Tensor();
+    if (!s.defined() || s.numel() != 1) fail(n, "only per-tensor activation dequantization runs");
+    Ref r;
+    r.qval = it->second.qval;
+    r.scale = s.item<float>();
+    r.zp = z.defined() ? z.item<int>() : 0;
+    rt_[n.output(0)] = r;
+  }
+
+  bool int8_enabled(const std::string& type) const {
+    return opt_.int8_op_types.empty() || opt_.int8_op_types.count(type);
+  }
+
+  void conv(const onnx::NodeProto& n) {
+    Attrs a{n};
+    const bool deconv = n.op_type() == "ConvTranspose";
+    const at::Tensor w = cst(n.input(1));
+    if (!w.defined()) fail(n, "the weight must be constant");
+    if (w.dim() != 4) fail(n, "only 2-D convolutions run");
+    const at::Tensor b = n.input_size() > 2 ? cst(n.input(2)) : at::Tensor();
+    if (n.input_size() > 2 && !n.input(2).empty() && !b.defined())
+      fail(n, "the bias must be constant");
+    Step s;
+    s.kind = Step::kConv;
+    s.op = n.op_type();
+    s.name = node_name(n);
+    s.deconv = deconv;
+    s.groups = a.i("group", 1);
+    const int64_t kh = w.size(2), kw = w.size(3);
+    s.strides = a.ints("strides", {1, 1});
+    s.dil = a.ints("dilations", {1, 1});
+    auto pads = a.ints("pads", {0, 0, 0, 0});
+    const std::string auto_pad = a.s("auto_pad", "NOTSET");
+
+    // int8: input is a DQ of an int8 runtime value, weight a DQ of int8 constant
+    auto rin = rt_.find(n.input(0));
+    if (rin == rt_.end()) fail(n, "input " + n.input(0) + " is not computed");
+    const Ref ref = rin->second;
+    auto qi = qinfo_.find(n.input(1));
+    const bool want_int8 =
+        ref.qval >= 0 && !ref.is_q && qi != qinfo_.end() && int8_enabled(n.op_type());
+    bool int8 = false;
+    if (want_int8) {
+      const QInfo& q = qi->second;
+      const bool sym_w =
+          q.q.scalar_type() == at::kChar && (!q.zp.defined() || q.zp.abs().max().item<int>() == 0);
+      const int64_t oc_axis = deconv ? 1 : 0;
+      const bool axis_ok = q.scale.numel() == 1 || (q.axis == oc_axis || q.axis == oc_axis - 4);
+      const bool src_ok = ref.zp == 0;  // u8/s8 with zero point 0
+      int8 = sym_w && axis_ok && src_ok && (!deconv || s.groups == 1);
+      if (!int8) s.tags.push_back("f32(int8 pattern not supported: zero point/axis)");
+    }
+    const auto& in_dims = dims_of(n.input(0));
+    const int64_t N = in_dims[0], C = in_dims[1], H = in_dims[2], W = in_dims[3];
+    const int64_t OC = deconv ? w.size(1) * s.groups : w.size(0);
+    const int64_t ICw = deconv ? w.size(0) : w.size(1) * s.groups;
+    if (ICw != C) fail(n, str_cat("input has ", C, " channels, the weight expects ", ICw));
+    std::vector<int64_t> k{kh, kw}, in_sp{H, W}, out_sp(2);
+    s.pl = {pads[0], pads[1]};
+    s.pr = {pads[2], pads[3]};
+    for (int d = 0; d < 2; ++d) {
+      const int64_t ek = (k[d] - 1) * s.dil[d] + 1;
+      if (!deconv) {
+        if (auto_pad == "VALID") s.pl[d] = s.pr[d] = 0;
+        if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+          const int64_t o = (in_sp[d] + s.strides[d] - 1) / s.strides[d];
+          const int64_t total = std::max<int64_t>((o - 1) * s.strides[d] + ek - in_sp[d], 0);
+          s.pl[d] = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
+          s.pr[d] = total - s.pl[d];
+        }
+        out_sp[d] = (in_sp[d] + s.pl[d] + s.pr[d] - ek) / s.strides[d] + 1;
+      } else {
+        if (auto_pad != "NOTSET" || a.find("output_shape"))
+          fail(n, "auto_pad/output_shape are not supported");
+        const auto op = a.ints("output_padding", {0, 0});
+        out_sp[d] = s.strides[d] * (in_sp[d] - 1) + op[d] + ek - s.pl[d] - s.pr[d];
+        s.pr[d] -= op[d];  // output padding extends the right edge
+      }
+      if (out_sp[d] <= 0) fail(n, "empty output");
+    }
+    if (int8) {
+      const QInfo& q = qi->second;
+      s.int8 = true;
+      s.w = q.q;
+      const auto sw = to_floats(q.scale);
+      // acc = sum q_x * q_w; real = s_x * s_w[oc] * acc + b[oc]  =>  alpha = s_x * s_w
+      s.alpha.resize(OC);
+      s.beta.assign(OC, 0.f);
+      for (int64_t c = 0; c < OC; ++c) s.alpha[c] = ref.scale * sw[sw.size() == 1 ? 0 : c];
+      if (b.defined()) s.beta = to_floats(b);
+      s.in = {ref.qval};
+      s.tags.push_back(p_.vals[ref.qval].type == dt::u8 ? "int8 u8" : "int8 s8");
+    } else {
+      s.w = w.to(at::kFloat).contiguous();
+      if (b.defined()) s.b = b.to(at::kFloat).contiguous();
+      s.in = {f32(n.input(0))};
+      s.tags.push_back("f32");
+    }
+    if (b.defined()) s.tags.push_back("+bias");
+    s.out = new_val(n.output(0), {N, OC, out_sp[0], out_sp[1]});
+    add_step(std::move(s));
+    rt_[n.output(0)].val = p_.ir.back().out;
+  }
+
+  // Scales every output channel of conv `s` by a and adds c (BN folded into the conv).
+  static void fold_affine(Step& s, const std::vector<float>& a, const std::vector<float>& c) {
+    const int64_t OC = static_cast<int64_t>(a.size());
+    if (s.int8) {
+      // real = alpha*acc + beta  ->  a*(alpha*acc + beta) + c
+      for (int64_t i = 0; i < OC; ++i) {
+        s.alpha[i] *= a[i];
+        s.beta[i] = a[i] * s.beta[i] + c[i];
+      }
+      return;
+    }
+    at::Tensor at_a = at::tensor(a), at_c = at::tensor(c);
+    if (!s.deconv) {
+      s.w = s.w * at_a.view({OC, 1, 1, 1});
+    } else {  // [G*ICg, OCg, kh, kw]: output channel g*OCg + j
+      const int64_t G = s.groups, OCg = OC / G;
+      auto w5 = s.w.view({G, s.w.size(0) / G, OCg, s.w.size(2), s.w.size(3)});
+      s.w = (w5 * at_a.view({G, 1, OCg, 1, 1})).reshape(s.w.sizes()).contiguous();
+    }
+    s.b = s.b.defined() ? s.b * at_a + at_c : at_c;
+  }
+
+  void batchnorm(const onnx::NodeProto& n) {
+    const float eps = Attrs{n}.f("epsilon", 1e-5f);
+    at::Tensor g = cst(n.input(1)), be = cst(n.input(2)), m = cst(n.input(3)), v = cst(n.input(4));
+    if (!g.defined() || !be.defined() || !m.defined() || !v.defined())
+      fail(n, "scale, bias, mean and variance must be constant");
+    // y = a * x + c with a = g / sqrt(v + eps), c = beta - m * a
+    at::Tensor at_a = g.to(at::kFloat) / at::sqrt(v.to(at::kFloat) + eps);
+    at::Tensor at_c = be.to(at::kFloat) - m.to(at::kFloat) * at_a;
+    auto a = to_floats(at_a), c = to_floats(at_c);
+    Step* conv = fusable_conv(n.input(0));
+    if (conv && conv->post.empty()) {
+      bool ok = true;
+      if (conv->int8)
+        for (size_t i = 0; i < a.size(); ++i) ok = ok && conv->alpha[i] * a[i] != 0.f;
+      if (ok) {
+        fold_affine(*conv, a, c);
+        conv->tags.push_back("+bn");
+        rename(*conv, n.output(0));
+        return;
+      }
+    }
+    // Standalone: a depthwise 1x1 convolution with weight a_c and bias c_c, so activations
+    // and residual adds after it fuse like after any conv.
+    const auto& d = dims_of(n.input(0));
+    Step s;
+    s.kind = Step::kConv;
+    s.op = "BatchNormalization";
+    s.name = node_name(n);
+    s.groups = d[1];
+    s.strides = {1, 1};
+    s.dil = {1, 1};
+    s.pl = s.pr = {0, 0};
+    s.w = at_a.view({d[1], 1, 1, 1}).contiguous();
+    s.b = at_c.contiguous();
+    s.in = {f32(n.input(0))};
+    s.tags = {"f32 as depthwise 1x1 (scale+shift)"};
+    s.out = new_val(n.output(0), d);
+    add_step(std::move(s));
+    rt_[n.output(0)].val = p_.ir.back().out;
+  }
+
+  void add_eltwise(const onnx::NodeProto& n, PostOp po, const std::string& tag_name) {
+    if (Step* c = fusable_conv(n.input(0))) {
+      c->post.push_back(po);
+      c->tags.push_back("+" + tag_name);
+      rename(*c, n.output(0));
+      return;
+    }
+    Step s;
+    s.kind = po.kind == PostOp::kPrelu ? Step::kPrelu : Step::kElt;
+    s.op = n.op_type();
+    s.name = node_name(n);
+    s.algo = po.algo;
+    s.a = po.alpha;
+    s.bb = po.beta;
+    s.slope = po.slope;
+    s.in = {f32(n.input(0))};
+    s.out = new_val(n.output(0), p_.vals[s.in[0]].dims);
+    add_step(std::move(s));
+    rt_[n.output(0)].val = p_.ir.back().out;
+  }
+
+  void eltwise(const onnx::NodeProto& n) {
+    Attrs a{n};
+    const std::string& t = n.op_type();
+    PostOp po;
+    po.kind = PostOp::kElt;
+    if (t == "Relu") {
+      po.algo = alg::eltwise_relu;
+    } else if (t == "LeakyRelu") {
+      po.algo = alg::eltwise_relu;
+      po.alpha = a.f("alpha", 0.01f);
+    } else if (t == "Elu") {
+      po.algo = alg::eltwise_elu;
+      po.alpha = a.f("alpha", 1.f);
+    } else if (t == "Sigmoid") {
+      po.algo = alg::eltwise_logistic;
+    } else if (t == "Tanh") {
+      po.algo = alg::eltwise_tanh;
+    } else if (t == "HardSwish") {
+      po.algo = alg::eltwise_hardswish;
+    } else {  // Clip
+      float lo = -INFINITY, hi = INFINITY;
+      if (opset_ < 11) {
+        lo = a.f("min", lo);
+        hi = a.f("max", hi);
+      } else {
+        if (n.input_size() > 1 && !n.input(1).empty()) {
+          if (!is_const(n.input(1))) fail(n, "min must be constant");
+          lo = cst(n.input(1)).item<float>();
+        }
+        if (n.input_size() > 2 && !n.input(2).empty()) {
+          if (!is_const(n.input(2))) fail(n, "max must be constant");
+          hi = cst(n.input(2)).item<float>();
+        }
+      }
+      po.algo = alg::eltwise_clip;
+      po.alpha = lo;
+      po.beta = hi;
+    }
+    std::string name = t;
+    std::transform(name.begin(), name.end(), name.begin(), ::tolower);
+    add_eltwise(n, po, name);
+  }
+
+  void prelu(const onnx::NodeProto& n) {
+    const at::Tensor slope = cst(n.input(1));
+    if (!slope.defined()) fail(n, "the slope must be constant");
+    const auto& d = dims_of(n.input(0));
+    PostOp po;
+    if (slope.numel() == 1) {  // PReLU with one slope is a leaky ReLU
+      po.kind = PostOp::kElt;
+      po.algo = alg::eltwise_relu;
+      po.alpha = slope.item<float>();
+      return add_eltwise(n, po, "prelu");
+    }
+    // per channel: slope [C], [C,1,1] or [1,C,1,1]
+    if (d.size() != 4 || slope.numel() != d[1] ||
+        !(slope.dim() == 1 || (slope.dim() >= 3 && slope.size(slope.dim() - 3) == d[1])))
+      return aten(n);
+    po.kind = PostOp::kPrelu;
+    po.slope = to_floats(slope);
+    add_eltwise(n, po, "prelu");
+  }
+
+  void binary(const onnx::NodeProto& n) {
+    const std::string& t = n.op_type();
+    const bool c0 = is_const(n.input(0)), c1 = is_const(n.input(1));
+    // Residual Add fused into the conv producing one operand when the other is ready before it.
+    if (t == "Add" && !c0 && !c1) {
+      for (int i = 0; i < 2; ++i) {
+        Step* c = fusable_conv(n.input(i));
+        if (!c) continue;
+        auto it = rt_.find(n.input(1 - i));
+        if (it == rt_.end() || it->second.val < 0) continue;
+        const int other = it->second.val;
+        const int conv_idx = static_cast<int>(c - p_.ir.data());
+        if (p_.vals[other].dims != p_.vals[c->out].dims) continue;
+        if (!p_.vals[other].external && producer_[other] >= conv_idx) continue;
+        PostOp po;
+        po.kind = PostOp::kAdd;
+        po.val = other;
+        c->post.push_back(po);
+        c->in.push_back(other);
+        c->tags.push_back("+add");
+        rename(*c, n.output(0));
+        return;
+      }
+    }
+    Step s;
+    s.kind = Step::kBinary;
+    s.op = t;
+    s.name = node_name(n);
+    s.algo = t == "Add"   ? alg::binary_add
+             : t == "Sub" ? alg::binary_sub
+             : t == "Mul" ? alg::binary_mul
+                          : alg::binary_div;
+    if (c0 && (t == "Sub" || t == "Div")) return aten(n);
+    std::string x = n.input(0), y = n.input(1);
+    if (c0) std::swap(x, y);
+    s.in = {f32(x)};
+    const auto& dx = p_.vals[s.in[0]].dims;
+    std::vector<int64_t> dy;
+    if (is_const(y)) {
+      at::Tensor cy = cst(y).to(at::kFloat);
+      if (cy.dim() > static_cast<int64_t>(dx.size())) return aten(n);
+      while (cy.dim() < static_cast<int64_t>(dx.size())) cy = cy.unsqueeze(0);
+      s.cst = cy.contiguous();
+      dy = cy.sizes().vec();
+    } else {
+      s.in.push_back(f32(y));
+      dy = p_.vals[s.in[1]].dims;
+      if (dy.size() != dx.size()) return aten(n);
+    }
+    // src0 must have the output shape; src1 broadcasts
+    for (size_t i = 0; i < dx.size(); ++i)
+      if (!(dy[i] == dx[i] || dy[i] == 1)) {
+        if (!s.cst.defined() && (t == "Add" || t == "Mul") && (dx[i] == 1 || dx[i] == dy[i])) {
+          std::swap(s.in[0], s.in[1]);
+          return binary_swapped(n, s);
+        }
+        return aten(n);
+      }
+    s.out = new_val(n.output(0), dx);
+    add_step(std::move(s));
+    rt_[n.output(0)].val = p_.ir.back().out;
+  }
+  void binary_swapped(const onnx::NodeProto& n, Step s) {
+    const auto& dx = p_.vals[s.in[0]].dims;
+    const auto& dy = p_.vals[s.in[1]].dims;
+    for (size_t i = 0; i < dx.size(); ++i)
+      if (!(dy[i] == dx[i] || dy[i] == 1)) return aten(n);
+    s.out = new_val(n.output(0), dx);
+    add_step(std::move(s));
+    rt_[n.output(0)].val = p_.ir.back().out;
+  }
+
+  // The output dims of Concat node n over the values s.in (sets s.axis).
+  std::vector<int64_t> concat_dims(const onnx::NodeProto& n, Step& s) const {
+    auto d = p_.vals[s.in[0]].dims;
+    int64_t axis = Attrs{n}.i("axis", 1);
+    if (axis < 0) axis += d.size();
+    s.axis = axis;
+    d[axis] = 0;
+    for (int v : s.in) d[axis] += p_.vals[v].dims[axis];
+    return d;
+  }
+
+  void concat(const onnx::NodeProto& n) {
+    Step s;
+    s.kind = Step::kConcat;
+    s.op = "Concat";
+    s.name = node_name(n);
+    for (const auto& i : n.input())
+      if (is_const(i)) return aten(n);
+    if (concat_int8(n, s)) return;
+    for (const auto& i : n.input()) {
+      s.const_in.push_back(at::Tensor());  // lowering may fall back to ATen (see there)
+      s.in_slot.push_back(static_cast<int>(s.in.size()));
+      s.in.push_back(f32(i));
+    }
+    s.node = &n;
+    const std::vector<int64_t> d = concat_dims(n, s);
+    s.out = new_val(n.output(0), d);
+    add_step(std::move(s));
+    rt_[n.output(0)].val = p_.ir.back().out;
+  }
+
+  // Concat whose only consumer is a Q (zero point 0): each input int8 at the Q's scale (an
+  // int8-out conv writes it directly, int8 values at that scale are taken as they are, f32
+  // ones quantized: exactly Q(Concat(x)) = Concat(Q(x_i))), the concat itself on int8 (a
+  // quarter of the f32 traffic); the Q becomes the identity.
+  bool concat_int8(const onnx::NodeProto& n, Step& s) {
+    if (!int8_enabled("Concat")) return false;
+    const onnx::NodeProto* q = q_consumer(n.output(0));
+    if (!q) return false;
+    const at::Tensor z = q->input_size() > 2 ? cst(q->input(2)) : at::Tensor();
+    if (z.defined() && z.item<int>() != 0) return false;
+    const float scale = cst(q->input(1)).item<float>();
+    const dt type = !z.defined() || z.scalar_type() == at::kByte ? dt::u8 : dt::s8;
+    for (const auto& i : n.input()) {
+      auto it = rt_.find(i);
+      if (it == rt_.end()) return false;
+    }
+    for (const auto& i : n.input()) {
+      const Ref r = rt_.at(i);
+      if (r.val < 0 && r.qval >= 0 && !r.is_q && r.zp == 0 && r.scale == scale &&
+          p_.vals[r.qval].type == type) {
+        s.in.push_back(r.qval);
+        continue;
+      }
+      Step* c = fusable_conv(i);
+      bool homogeneous = c != nullptr && c->int8;
+      if (c)
+        for (auto& po : c->post)
+          homogeneous =
+              homogeneous && (po.kind == PostOp::kPrelu ||
+                              (po.kind == PostOp::kElt &&
+                               (po.algo == alg::eltwise_relu || po.algo == alg::eltwise_clip)));
+      if (homogeneous) {
+        Val& v = p_.vals[c->out];
+        v.type = type;
+        v.scale = scale;
+        v.zp = 0;
+        c->tags.push_back(std::string("->") + (type == dt::u8 ? "u8" : "s8") + "(concat)");
+        s.in.push_back(c->out);
+        continue;
+      }
+      Step qs;
+      qs.kind = Step::kQuant;
+      qs.op = "QuantizeLinear";
+      if (r.val < 0 && r.qval >= 0 && !r.is_q && r.zp == 0) {
+        // int8 at another scale (an int8 pooling): requantize, q' = round(q * s_in / s),
+        // without going through f32.
+        qs.name = i + " (requantized for int8 concat)";
+        qs.in = {r.qval};
+        qs.scale = scale / r.scale;
+      } else {
+        qs.name = i + " (for int8 concat)";
+        qs.in = {f32(i)};
+        qs.scale = scale;
+      }
+      qs.out = new_val(i + "#q", p_.vals[qs.in[0]].dims, type);
+      p_.vals[qs.out].scale = scale;
+      s.in.push_back(qs.out);
+      add_step(std::move(qs));
+    }
+    const std::vector<int64_t> d = concat_dims(n, s);
+    s.out = new_val(n.output(0), d, type);
+    p_.vals[s.out].scale = scale;
+    s.tags.push_back(type == dt::u8 ? "int8 u8" : "int8 s8");
+    add_step(std::move(s));
+    Ref r;
+    r.qval = p_.ir.back().out;
+    r.scale = scale;
+    r.zp = 0;
+    rt_[n.output(0)] = r;
+    return true;
+  }
+
+  void pool(const onnx::NodeProto& n) {
+    Attrs a{n};
+    const std::string& t = n.op_type();
+    std::string src = n.input(0);
+    auto pit = pad_of_.find(src);
+    const auto& d = dims_of(pit != pad_of_.end() ? pit->second.first : src);
+    if (d.size() != 4) fail(n, "only 2-D pooling runs");
+    Step s;
+    s.kind = Step::kPool;
+    s.op = t;
+    s.name = node_name(n);
+    const bool global = t.rfind("Global", 0) == 0;
+    std::vector<int64_t> pads{0, 0, 0, 0};
+    if (global) {
+      s.kernel = {d[2], d[3]};
+      s.strides = {1, 1};
+    } else {
+      if (a.s("auto_pad", "NOTSET") != "NOTSET") return aten(n);
+      s.kernel = a.ints("kernel_shape");
+      s.strides = a.ints("strides", {1, 1});
+      pads = a.ints("pads", {0, 0, 0, 0});
+      if (!a.ints("dilations", {1, 1}).empty() &&
+          a.ints("dilations", {1, 1}) != std::vector<int64_t>{1, 1})
+        return aten(n);
+    }
+    const bool is_max = t.find("Max") != std::string::npos;
+    bool include = a.i("count_include_pad", 0) != 0;
+    // Pad(0, spatial) -> AveragePool: the zeros count, i.e. include_padding with those pads.
+    if (!is_max && pit != pad_of_.end() && (include || pads == std::vector<int64_t>{0, 0, 0, 0})) {
+      for (int i = 0; i < 4; ++i) pads[i] += pit->second.second[i];
+      include = true;
+      src = pit->second.first;
+      s.tags.push_back("+pad");
+    }
+    const auto& sd = dims_of(src);
+    std::vector<int64_t> out_sp(2);
+    s.pl = {pads[0], pads[1]};
+    s.pr = {pads[2], pads[3]};
+    const bool ceil = a.i("ceil_mode", 0) != 0;
+    for (int i = 0; i < 2; ++i) {
+      const int64_t span = sd[2 + i] + s.pl[i] + s.pr[i] - s.kernel[i];
+      out_sp[i] = (ceil ? (span + s.strides[i] - 1) / s.strides[i] : span / s.strides[i]) + 1;
+      if (ceil && (out_sp[i] - 1) * s.strides[i] >= sd[2 + i] + s.pl[i]) --out_sp[i];
+      const int64_t extra =
+          (out_sp[i] - 1) * s.strides[i] + s.kernel[i] - (sd[2 + i] + s.pl[i] + s.pr[i]);
+      if (extra > 0) {
+        if (!is_max && include) fail(n, "ceil_mode with count_include_pad is not supported");
+        s.pr[i] += extra;
+      }
+    }
+    s.algo = is_max    ? alg::pooling_max
+             : include ? alg::pooling_avg_include_padding
+                       : alg::pooling_avg_exclude_padding;
+    // int8 in (an int8 value not materialized in f32, zero point 0) and quantized again with
+    // the same scale: pool on int8, the output keeps the scale and the Q is the identity.
+    const Ref sr = rt_.at(src);
+    const onnx::NodeProto* pq = q_consumer(n.output(0));
+    const at::Tensor pz = pq && pq->input_size() > 2 ? cst(pq->input(2)) : at::Tensor();
+    const bool int8_in = sr.val < 0 && sr.qval >= 0 && !sr.is_q && sr.zp == 0;
+    const bool requantized_same =
+        int8_in && int8_enabled(t) && pq && cst(pq->input(1)).item<float>() == sr.scale &&
+        (!pz.defined() || pz.item<int>() == 0) &&
+        (pz.defined() && pz.scalar_type() == at::kChar ? dt::s8 : dt::u8) == p_.vals[sr.qval].type;
+    // The model quantizes the pool's input (a DQ reads it): AveragePool sums the int8 values
+    // into a float mean; MaxPool stays int8 at the input's scale (max commutes with
+    // quantization), and consumers at another scale requantize the smaller pooled tensor.
+    if (!requantized_same && int8_in && int8_pool(n) && !is_max &&
+        s.kernel[0] * s.kernel[1] <= 128) {  // int16 window sums (int8_avg_pool.cpp)
+      s.kind = Step::kInt8AvgPool;
+      s.scale = sr.scale;
+      s.in = {sr.qval};
+      s.tags.push_back("int8 in");
+      s.out = new_val(n.output(0), {sd[0], sd[1], out_sp[0], out_sp[1]});
+      add_step(std::move(s));
+      rt_[n.output(0)].val = p_.ir.back().out;
+      return;
+    }
+    if (requantized_same || (int8_in && int8_pool(n) && is_max)) {
+      s.in = {sr.qval};
+      s.out = new_val(n.output(0), {sd[0], sd[1], out_sp[0], out_sp[1]}, p_.vals[sr.qval].type);
+      p_.vals[s.out].scale = sr.scale;
+      s.tags.push_back("int8");
+      add_step(std::move(s));
+      Ref r;
+      r.qval = p_.ir.back().out;
+      r.scale = sr.scale;
+      rt_[n.output(0)] = r;
+      return;
+    }
+    s.in = {f32(src)};
+    s.out = new_val(n.output(0), {sd[0], sd[1], out_sp[0], out_sp[1]});
+    add_step(std::move(s));
+    rt_[n.output(0)].val = p_.ir.back().out;
+  }
+
+  void resize(const onnx::NodeProto& n) {
+    Attrs a{n};
+    const auto& d = dims_of(n.input(0));
+    if (d.size() != 4 || opset_ < 11 || n.op_type() == "Upsample") return aten(n);
+    const std::string mode = a.s("mode", "nearest");
+    const std::string ctm = a.s("coordinate_transformation_mode", "half_pixel");
+    const std::string nm = a.s("nearest_mode", "round_prefer_floor");
+    at::Tensor scales = n.input_size() > 2 && !n.input(2).empty() ? cst(n.input(2)) : at::Tensor();
+    at::Tensor sizes = n.input_size() > 3 && !n.input(3).empty() ? cst(n.input(3)) : at::Tensor();
+    if ((n.input_size() > 3 && !n.input(3).empty() && !sizes.defined()) ||
+        (n.input_size() > 2 && !n.input(2).empty() && !scales.defined()))
+      fail(n, "scales/sizes must be computable at compile time");
+    std::vector<int64_t> out = d;
+    bool exact = true;  // the coordinate scale equals out / in
+    if (sizes.defined() && sizes.numel() == 4) {
+      out = ops::to_int_vector(sizes);
+    } else if (scales.defined() && scales.numel() == 4) {
+      auto sc = to_floats(scales);
+      for (int i = 0; i < 4; ++i) {
+        out[i] = static_cast<int64_t>(std::floor(d[i] * sc[i]));
+        exact = exact &&
+                std::fabs(static_cast<double>(out[i]) - d[i] * static_cast<double>(sc[i])) < 1e-6;
+      }
+    } else {
+      fail(n, "needs scales or sizes of rank 4");
+    }
+    if (out[0] != d[0] || out[1] != d[1]) return aten(n);
+    bool ok = exact && a.i("antialias", 0) == 0;
+    Step s;
+    s.kind = Step::kResample;
+    s.op = n.op_type();
+    s.name = node_name(n);
+    if (mode == "linear") {
+      // oneDNN linear = half_pixel (PyTorch align_corners=False); pytorch_half_pixel is the
+      // same unless an output extent is 1.
+      ok = ok && (ctm == "half_pixel" || (ctm == "pytorch_half_pixel" && out[2] > 1 && out[3] > 1));
+      s.algo = alg::resampling_linear;
+    } else if (mode == "nearest") {
+      // For integer upsampling factors, half_pixel + round_prefer_floor, asymmetric + floor and
+      // oneDNN's nearest all pick source floor(dst / k).
+      bool integer = out[2] % d[2] == 0 && out[3] % d[3] == 0;
+      ok = ok && integer &&
+           ((ctm == "asymmetric" && nm == "floor") ||
+            ((ctm == "half_pixel" || ctm == "pytorch_half_pixel") && nm == "round_prefer_floor"));
+      s.algo = alg::resampling_nearest;
+    } else {
+      ok = false;
+    }
+    if (!ok) return aten(n);
+    s.in = {f32(n.input(0))};
+    s.out = new_val(n.output(0), out);
+    add_step(std::move(s));
+    rt_[n.output(0)].val = p_.ir.back().out;
+  }
+
+  // MatMul (numpy semantics) of a runtime A by a runtime or constant B of rank >= 2: oneDNN
+  // matmul on plain layouts, batch dimensions broadcast. A constant B of lower rank (the
+  // weights of a linear layer) gets leading 1s; other rank mismatches run on ATen.
+  void matmul(const onnx::NodeProto& n) {
+    if (is_const(n.input(0))) return aten(n);
+    const std::vector<int64_t> da = dims_of(n.input(0));
+    const bool b_const = is_const(n.input(1));
+    at::Tensor w = b_const ? cst(n.input(1)).to(at::kFloat).contiguous() : at::Tensor();
+    std::vector<int64_t> db = b_const ? w.sizes().vec() : dims_of(n.input(1));
+    if (da.size() < 2 || db.size() < 2 || da.size() > 5) return aten(n);
+    if (b_const && db.size() < da.size()) {
+      db.insert(db.begin(), da.size() - db.size(), 1);
+      w = w.reshape(db);
+    }
+    if (db.size() != da.size()) return aten(n);
+    const size_t r = da.size();
+    if (da[r - 1] != db[r - 2]) fail(n, "inner dimensions differ");
+    std::vector<int64_t> out(r);
+    for (size_t i = 0; i + 2 < r; ++i) {
+      if (da[i] != db[i] && da[i] != 1 && db[i] != 1) fail(n, "batch dimensions do not broadcast");
+      // oneDNN broadcasts B's batch dimensions over A's, not A's over B's
+      if (da[i] == 1 && db[i] != 1) return aten(n);
+      out[i] = std::max(da[i], db[i]);
+    }
+    out[r - 2] = da[r - 2];
+    out[r - 1] = db[r - 1];
+    Step s;
+    s.kind = Step::kMatmul;
+    s.op = "MatMul";
+    s.name = node_name(n);
+    if (matmul_int8(n, da, db, s)) {
+      s.out = new_val(n.output(0), out);
+      add_step(std::move(s));
+      rt_[n.output(0)].val = p_.ir.back().out;
+      return;
+    }
+    s.in = {f32(n.input(0))};
+    if (b_const) {
+      s.w = w;
+    } else {
+      s.in.push_back(f32(n.input(1)));
+    }
+    s.tags.push_back("f32");
+    s.out = new_val(n.output(0), out);
+    add_step(std::move(s));
+    rt_[n.output(0)].val = p_.ir.back().out;
+  }
+
+  // QDQ MatMul: A a DQ of an int8 runtime value (zero point 0); B a DQ of a constant int8
+  // weight (symmetric, per-tensor or per output column, the last axis) or of an s8 runtime
+  // value. acc = sum_k qa * qb in int32; real = s_a * s_b[n] * acc, written in f32.
+  bool matmul_int8(const onnx::NodeProto& n, const std::vector<int64_t>& da,
+                   const std::vector<int64_t>& db, Step& s) {
+    if (!int8_enabled("MatMul")) return false;
+    const Ref ra = rt_.at(n.input(0));
+    if (!(ra.val < 0 && ra.qval >= 0 && !ra.is_q && ra.zp == 0)) return false;
+    const int64_t cols = db.back();
+    s.alpha.assign(cols, ra.scale);
+    if (auto qi = qinfo_.find(n.input(1)); qi != qinfo_.end()) {
+      const QInfo& q = qi->second;
+      const int64_t rank = q.q.dim();
+      const bool sym =
+          q.q.scalar_type() == at::kChar && (!q.zp.defined() || q.zp.abs().max().item<int>() == 0);
+      const bool axis_ok = q.scale.numel() == 1 || q.axis == rank - 1 || q.axis == -1;
+      if (!sym || !axis_ok) return false;
+      const auto sw = to_floats(q.scale);
+      for (int64_t c = 0; c < cols; ++c) s.alpha[c] *= sw[sw.size() == 1 ? 0 : c];
+      s.w = q.q.reshape(db).contiguous();
+      s.in = {ra.qval};
+    } else {
+      auto rb = rt_.find(n.input(1));
+      if (rb == rt_.end()) return false;
+      const Ref r = rb->second;
+      if (!(r.val < 0 && r.qval >= 0 && !r.is_q && r.zp == 0) || p_.vals[r.qval].type != dt::s8)
+        return false;
+      for (auto& a : s.alpha) a *= r.scale;
+      s.in = {ra.qval, r.qval};
+    }
+    s.int8 = true;
+    s.tags.push_back(p_.vals[ra.qval].type == dt::u8 ? "int8 u8" : "int8 s8");
+    return true;
+  }
+
+  // Reductions with keepdims over constant axes (attribute, or ReduceSum's input from opset
+  // 13): oneDNN reduction in the source's layout (UAFM's channel mean/max, pooled features).
+  void reduce(const onnx::NodeProto& n) {
+    Attrs a{n};
+    const std::string& t = n.op_type();
+    const auto& d = dims_of(n.input(0));
+    const int64_t r = static_cast<int64_t>(d.size());
+    std::vector<int64_t> axes = a.ints("axes");
+    if (n.input_size() > 1 && !n.input(1).empty()) {
+      if (!is_const(n.input(1))) return aten(n);
+      axes = ops::to_int_vector(cst(n.input(1)));
+    }
+    if (a.i("keepdims", 1) == 0 || r > 5) return aten(n);
+    if (axes.empty() && t == "ReduceSum" && a.i("noop_with_empty_axes", 0)) return aten(n);
+    if (axes.empty())
+      for (int64_t i = 0; i < r; ++i) axes.push_back(i);
+    std::vector<int64_t> out = d;
+    for (int64_t ax : axes) {
+      if (ax < 0) ax += r;
+      if (ax < 0 || ax >= r) fail(n, str_cat("axis ", ax, " is out of range for rank ", r));
+      out[ax] = 1;
+    }
+    if (out == d) return aten(n);  // nothing to reduce (oneDNN refuses that)
+    // Prepared as an aten step too: lowering falls back to it where oneDNN has only its
+    // reference kernel (e.g. channel reductions of plain NCHW), which ATen beats.
+    Step s = aten_step(n);
+    s.kind = Step::kReduce;
+    s.algo = t == "ReduceMean"  ? alg::reduction_mean
+             : t == "ReduceMax" ? alg::reduction_max
+                                : alg::reduction_sum;
+    add_step(std::move(s));
+    rt_[n.output(0)].val = p_.ir.back().out;
+  }
+
+  // Softmax along one axis (opset 13's semantics; before 13, the same only for the last axis).
+  void softmax(const onnx::NodeProto& n) {
+    const auto& d = dims_of(n.input(0));
+    const int64_t r = static_cast<int64_t>(d.size());
+    int64_t axis = Attrs{n}.i("axis", opset_ >= 13 ? -1 : 1);
+    if (axis < 0) axis += r;
+    if (axis < 0 || axis >= r || r > 5 || (opset_ < 13 && axis != r - 1)) return aten(n);
+    Step s;
+    s.kind = Step::kSoftmax;
+    s.op = "Softmax";
+    s.name = node_name(n);
+    s.axis = axis;
+    s.in = {f32(n.input(0))};
+    s.out = new_val(n.output(0), d);
+    add_step(std::move(s));
+    rt_[n.output(0)].val = p_.ir.back().out;
+  }
+
+  // Fallback: the executor's ATen kernel on plain f32 NCHW copies.
+  void aten(const onnx::NodeProto& n) {
+    // Pad(constant 0, spatial only) whose only consumer is an AveragePool / Conv is folded.
+    if (n.op_type() == "Pad" && single_use(n.output(0)) && opset_ >= 11) {
+      at::Tensor pads = cst(n.input(1));
+      at::Tensor val = n.input_size() > 2 && !n.input(2).empty() ? cst(n.input(2)) : at::zeros({});
+      const std::string mode = Attrs{n}.s("mode", "constant");
+      if (pads.defined() && pads.numel() == 8 && val.defined() && val.item<double>() == 0 &&
+          mode == "constant") {
+        auto p = ops::to_int_vector(pads);
+        if (p[0] == 0 && p[1] == 0 && p[4] == 0 && p[5] == 0 &&
+            *std::min_element(p.begin(), p.end()) >= 0) {
+          for (const auto& nn : model_.graph().node())
+            for (const auto& i : nn.input())
+              if (i == n.output(0) && nn.op_type() == "AveragePool") {
+                pad_of_[n.output(0)] = {n.input(0), {p[2], p[3], p[6], p[7]}};
+                // the padded tensor itself is never materialized; AveragePool reads the source
+                return;
+              }
+        }
+      }
+    }
+    const int idx = add_step(aten_step(n));
+    rt_[n.output(0)].val = p_.ir[idx].out;
+    for (size_t k = 0; k < p_.ir[idx].more_out.size(); ++k)
+      if (p_.ir[idx].more_out[k] >= 0) {
+        producer_[p_.ir[idx].more_out[k]] = idx;
+        rt_[n.output(static_cast<int>(k) + 1)].val = p_.ir[idx].more_out[k];
+      }
+  }
+
+  // The aten step of node `n` (not added): its runtime inputs as f32, constants kept, output
+  // shapes from one run of the kernel on zeros.
+  Step aten_step(const onnx::NodeProto& n) {
+    Step s;
+    s.kind = Step::kAten;
+    s.op = n.op_type();
+    s.name = node_name(n);
+    s.node = &n;
+    for (const auto& i : n.input()) {
+      if (is_const(i)) {
+        s.const_in.push_back(cst(i));
+        s.in_slot.push_back(-1);
+      } else {
+        s.const_in.push_back(at::Tensor());
+        s.in_slot.push_back(static_cast<int>(s.in.size()));
+        s.in.push_back(f32(i));
+      }
+    }
+    // output shape: run the kernel once on zeros of the input shapes
+    ops::Tensors probe;
+    for (size_t k = 0; k < s.const_in.size(); ++k)
+      probe.push_back(s.in_slot[k] < 0 ? s.const_in[k]
+                                       : at::zeros(p_.vals[s.in[s.in_slot[k]]].dims, at::kFloat));
+    const auto* op = ops::Registry::instance().find(n.op_type());
+    if (!op) fail(n, "is not supported");
+    ops::NodeContext ctx(n, opset_, false);
+    auto out = op->run(ctx, probe);
+    for (const auto& t : out)
+      if (t.defined() && t.scalar_type() != at::kFloat) fail(n, "runs only with float outputs");
+    s.out = new_val(n.output(0), out.at(0).sizes().vec());
+    for (int k = 1; k < n.output_size() && k < static_cast<int>(out.size()); ++k)
+      s.more_out.push_back(n.output(k).empty() ? -1 : new_val(n.output(k), out[k].sizes().vec()));
+    return s;
+  }
+
+  const onnx::ModelProto& model_;
+  const EngineOptions& opt_;
+  int64_t opset_;
+  Plan& p_;
+  std::unordered_map<std::string, at::Tensor> consts_;
+  std::unordered_map<std::string, QInfo> qinfo_;
+  std::unordered_map<std::string, int> consumers_;
+  std::set<std::string> outputs_;
+  std::unordered_map<std::string, Ref> rt_;
+  std::vector<int> producer_;
+  std::unordered_map<std::string, std::pair<std::string, std::vector<int64_t>>> pad_of_;
+};
+
+}  // namespace
+
+void build_ir(const onnx::ModelProto& model, const EngineOptions& opt, int64_t opset,
+              const std::string& input, const std::vector<int64_t>& dims, Plan& p) {
+  Builder(model, opt, opset, p).build(input, dims);
+}
+
+}  // namespace segslim::engine

@@ -1,0 +1,776 @@
+// Phase B of the engine's compilation (plan.h): oneDNN primitives for the IR steps. Layouts
+// are chosen by oneDNN (format_tag::any) for convolutions and followed by the other ops;
+// reorders are inserted only where a layout or type must change; weights are reordered into
+// the primitive's layout once, here. Ops without a oneDNN path run the executor's ATen kernel
+// on plain NCHW f32 copies ("aten" in describe()).
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <sstream>
+#include <unordered_set>
+
+#include "common/error.h"
+#include "engine/bilinear_resize.h"
+#include "engine/int8_avg_pool.h"
+#include "engine/plan.h"
+#include "ops/registry.h"
+
+namespace segslim::engine {
+namespace {
+
+class Lowering {
+ public:
+  Lowering(Plan& p, const dnnl::engine& eng, dnnl::stream& strm) : p_(p), eng_(eng), strm_(strm) {}
+
+  void run() {
+    Val& in = p_.vals[p_.input_val];
+    in.md = memory::desc(mdims(in.dims), dt::f32, plain_tag(in.dims.size()));
+    in.has_md = true;
+    for (size_t i = 0; i < p_.ir.size(); ++i) lower(p_.ir[i]);
+  }
+
+ private:
+  const memory::desc& md(int v) {
+    SEGSLIM_CHECK(p_.vals[v].has_md, "engine: value ", p_.vals[v].name, " has no layout yet");
+    return p_.vals[v].md;
+  }
+  void set_md(int v, const memory::desc& m) {
+    p_.vals[v].md = m;
+    p_.vals[v].has_md = true;
+  }
+  static std::string describe(const memory::desc& m) {
+    std::string s = "dims";
+    for (int i = 0; i < m.data.ndims; ++i) s += (i ? "x" : " ") + std::to_string(m.data.dims[i]);
+    s += str_cat(" type ", static_cast<int>(m.data.data_type), " format_kind ",
+                 static_cast<int>(m.data.format_kind));
+    return s;
+  }
+  static std::string impl(const dnnl::primitive_desc_base& pd) { return pd.impl_info_str(); }
+
+  // A value with exactly layout `want` (same dims and type): itself, or a reorder of it.
+  int ensure(int v, const memory::desc& want) {
+    if (md(v) == want) return v;
+    Val nv = p_.vals[v];
+    nv.md = want;
+    nv.has_md = true;
+    nv.external = false;
+    nv.name += "#reorder";
+    p_.vals.push_back(nv);
+    const int out = static_cast<int>(p_.vals.size()) - 1;
+    dnnl::reorder::primitive_desc pd;
+    try {
+      pd = dnnl::reorder::primitive_desc(eng_, md(v), eng_, want);
+    } catch (const dnnl::error&) {
+      throw Error(str_cat("engine: no reorder of ", p_.vals[v].name, " from ", describe(md(v)),
+                          " to ", describe(want)));
+    }
+    Exec e;
+    e.prim = dnnl::reorder(pd);
+    e.val_args = {{DNNL_ARG_FROM, v}, {DNNL_ARG_TO, out}};
+    e.reads = {v};
+    e.writes = {out};
+    e.line = "Reorder " + p_.vals[v].name + " (layout)";
+    p_.lines.push_back(e.line);
+    p_.execs.push_back(std::move(e));
+    return out;
+  }
+
+  memory const_mem(const memory::desc& m, const void* data) {
+    memory mem(m, eng_);
+    std::memcpy(mem.get_data_handle(), data, m.get_size());
+    return mem;
+  }
+  memory packed(const memory::desc& user, const void* data, const memory::desc& want) {
+    memory src(user, eng_, const_cast<void*>(data));
+    memory dst(want, eng_);
+    dnnl::reorder(src, dst).execute(strm_, src, dst);
+    strm_.wait();
+    return dst;
+  }
+
+  // A primitive with one source and one destination value: the destination takes the
+  // primitive's layout.
+  template <typename Primitive, typename PrimitiveDesc>
+  void push_unary(Step& s, int src, const PrimitiveDesc& pd) {
+    set_md(s.out, pd.dst_desc());
+    Exec e;
+    e.prim = Primitive(pd);
+    e.val_args = {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, s.out}};
+    e.reads = {src};
+    e.writes = {s.out};
+    push(std::move(e), s, impl(pd));
+  }
+
+  // A reorder of value src into s.out with layout dmd (and attr's scales, zero points).
+  void push_reorder(Step& s, int src, const memory::desc& dmd, const dnnl::primitive_attr& attr) {
+    dnnl::reorder::primitive_desc pd(eng_, md(src), eng_, dmd, attr);
+    set_md(s.out, dmd);
+    Exec e;
+    e.prim = dnnl::reorder(pd);
+    e.val_args = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, s.out}};
+    e.reads = {src};
+    e.writes = {s.out};
+    push(std::move(e), s, "");
+  }
+
+  void push(Exec e, const Step& s, const std::string& detail) {
+    std::string line = s.op + " " + s.name;
+    for (const auto& t : s.tags) line += " " + t;
+    if (!detail.empty()) line += " [" + detail + "]";
+    e.line = line;
+    p_.execs.push_back(std::move(e));
+    p_.lines.push_back(line);
+  }
+
+  void lower(Step& s) {
+    switch (s.kind) {
+      case Step::kConv:
+        return conv(s);
+      case Step::kPool:
+        return pool(s);
+      case Step::kConcat:
+        return concat(s);
+      case Step::kBinary:
+        return binary(s);
+      case Step::kElt:
+        return eltwise(s);
+      case Step::kPrelu:
+        return prelu(s);
+      case Step::kResample:
+        return resample(s);
+      case Step::kQuant:
+        return quant(s);
+      case Step::kDequant:
+        return dequant(s);
+      case Step::kMatmul:
+        return matmul(s);
+      case Step::kSoftmax:
+        return softmax(s);
+      case Step::kReduce:
+        return reduce(s);
+      case Step::kInt8AvgPool:
+        return int8_avg_pool(s);
+      case Step::kAten:
+        return aten(s);
+    }
+  }
+
+  void conv(Step& s) {
+    const Val out = p_.vals[s.out];  // copies: lowering appends to p_.vals
+    const int src = s.in[0];
+    const Val sv = p_.vals[src];
+    const int64_t OC = out.dims[1], IC = sv.dims[1], G = s.groups;
+    const int64_t kh = s.w.size(2), kw = s.w.size(3);
+    const dt wt = s.int8 ? dt::s8 : dt::f32;
+    memory::dims wd =
+        G == 1 ? memory::dims{OC, IC, kh, kw} : memory::dims{G, OC / G, IC / G, kh, kw};
+    // ONNX conv [OC, IC/G, kh, kw] = oihw / goihw; ConvTranspose [IC, OC/G, kh, kw] = iohw / giohw
+    const tag wuser =
+        s.deconv ? (G == 1 ? tag::iohw : tag::giohw) : (G == 1 ? tag::oihw : tag::goihw);
+    memory::dims strides = mdims(s.strides), pl = mdims(s.pl), pr = mdims(s.pr);
+    memory::dims dil{s.dil[0] - 1, s.dil[1] - 1};  // oneDNN counts dilation from 0
+    const bool has_bias = s.b.defined() || s.int8;
+    memory::desc bmd({OC}, dt::f32, tag::x);
+    dt dst_type = out.type;  // f32 when a PReLU must be split off an int8-out conv
+    memory::desc wmd(wd, wt, tag::any);
+
+    dnnl::primitive_attr attr;
+    std::vector<float> bias, out_scales;
+    float sy = 1.f, post_div = 1.f;
+    auto int8_scales = [&]() {
+      if (!s.int8) return;
+      // oneDNN 2.x int8: dst = post_ops(oscale_c * (acc + bias_c)), bias added to the s32
+      // accumulator before scaling, so bias_c = beta_c / alpha_c; with int8 dst the scale is
+      // divided by the next Q's scale: oscale_c = alpha_c / s_y (post-ops then see values in
+      // units of s_y: relu/prelu commute with a positive scale, clip bounds are divided by s_y).
+      sy = dst_type == dt::f32 ? 1.f : out.scale;
+      post_div = sy;
+      std::vector<float> osc(OC);
+      bias.resize(OC);
+      for (int64_t c = 0; c < OC; ++c) {
+        osc[c] = s.alpha[c] / sy;
+        bias[c] = s.alpha[c] != 0.f ? s.beta[c] / s.alpha[c] : 0.f;
+      }
+      out_scales = osc;
+    };
+    int8_scales();
+    if (!s.int8 && s.b.defined()) bias = to_floats(s.b);
+    // Post-ops run in order on the (scaled) conv output.
+    // A fresh attr each time: oneDNN 2.6's set_post_ops() copies the new entries over the old
+    // ones without dropping the surplus, so a shortened chain would keep stale post-ops.
+    auto set_post_ops = [&]() {
+      attr = dnnl::primitive_attr();
+      if (!out_scales.empty()) attr.set_output_scales(1 << 1, out_scales);
+      dnnl::post_ops po;
+      for (const auto& p : s.post) {
+        if (p.kind == PostOp::kElt) {
+          float a = p.alpha, b = p.beta;
+          if (p.algo == alg::eltwise_clip) {
+            a /= post_div;
+            b /= post_div;
+          }
+          po.append_eltwise(1.f, p.algo, a, b);
+        } else if (p.kind == PostOp::kPrelu) {
+          po.append_prelu(1 << 1);
+        } else {
+          po.append_binary(alg::binary_add, md(p.val));
+        }
+      }
+      attr.set_post_ops(po);
+    };
+    // the residual operand of an add post-op in the layout of dst (NHWC first)
+    for (auto& p : s.post)
+      if (p.kind == PostOp::kAdd)
+        p.val = ensure(p.val, memory::desc(mdims(p_.vals[p.val].dims), dt::f32, tag::acdb));
+    set_post_ops();
+
+    auto make = [&](const memory::desc& smd, const memory::desc& dmd) -> dnnl::primitive_desc {
+      if (!s.deconv) {
+        auto d = has_bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                                            alg::convolution_direct, smd, wmd, bmd,
+                                                            dmd, strides, dil, pl, pr)
+                          : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                                            alg::convolution_direct, smd, wmd, dmd,
+                                                            strides, dil, pl, pr);
+        return dnnl::convolution_forward::primitive_desc(d, attr, eng_);
+      }
+      auto d = has_bias ? dnnl::deconvolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                                            alg::deconvolution_direct, smd, wmd,
+                                                            bmd, dmd, strides, dil, pl, pr)
+                        : dnnl::deconvolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                                            alg::deconvolution_direct, smd, wmd,
+                                                            dmd, strides, dil, pl, pr);
+      return dnnl::deconvolution_forward::primitive_desc(d, attr, eng_);
+    };
+    // Layouts: activations stay NHWC (channels of any count, cheap concat, int8's native
+    // layout); the producer's layout first, then NHWC, then whatever oneDNN prefers; the first
+    // non-reference kernel wins.
+    auto is_ref = [&](const dnnl::primitive_desc& p) {
+      return impl(p).find("ref") != std::string::npos;
+    };
+    auto search = [&]() {
+      const memory::desc nhwc_d(mdims(out.dims), dst_type, tag::acdb);
+      const memory::desc dmd(mdims(out.dims), dst_type, tag::any);
+      const memory::desc nhwc_s(mdims(sv.dims), sv.type, tag::acdb);
+      const memory::desc any_s(mdims(sv.dims), sv.type, tag::any);
+      const std::vector<std::pair<memory::desc, memory::desc>> tries{
+          {md(src), nhwc_d}, {nhwc_s, nhwc_d}, {any_s, dmd}};
+      dnnl::primitive_desc best;
+      bool have = false;
+      for (const auto& [a, d] : tries) {
+        try {
+          auto p = make(a, d);
+          if (!is_ref(p)) return p;
+          if (!have) best = p;
+          have = true;
+        } catch (const dnnl::error&) {
+        }
+      }
+      SEGSLIM_CHECK(have, "engine: oneDNN has no kernel for ", s.op, " ", s.name);
+      return best;
+    };
+    dnnl::primitive_desc pd = search();
+    bool moved = false;
+    for (auto& p : s.post)
+      if (p.kind == PostOp::kAdd && md(p.val) != pd.dst_desc()) {
+        p.val = ensure(p.val, pd.dst_desc());
+        moved = true;
+      }
+    if (moved) {
+      set_post_ops();
+      pd = search();
+    }
+    // Post-ops split off the convolution and run as their own steps (tail of s.post):
+    //  - oneDNN 2.6's gemm convolution (picked e.g. when a dilated kernel is larger than the
+    //    input) applies a binary post-op at the wrong offset (the image / thread offset of the
+    //    residual operand is not the dst's): wrong numbers at batch > 1 and for some shapes. A
+    //    residual Add (and everything after it) runs as a separate binary step there.
+    //  - a per-channel PReLU post-op sends 2.6 to its reference kernels (or, for
+    //    deconvolution, to gemm or a jit kernel with a slow post-op pass): run it on its own
+    //    (the prelu primitive; for an int8-out conv: conv to f32, prelu, then the Q reorder).
+    std::vector<PostOp> tail;
+    auto split_at = [&](size_t k) {
+      tail.insert(tail.begin(), s.post.begin() + static_cast<long>(k), s.post.end());
+      s.post.resize(k);
+      set_post_ops();
+      pd = search();
+    };
+    auto is_gemm = [&](const dnnl::primitive_desc& p) {
+      return impl(p).find("gemm") != std::string::npos;
+    };
+    if (is_gemm(pd)) {
+      for (size_t k = 0; k < s.post.size(); ++k)
+        if (s.post[k].kind == PostOp::kAdd) {
+          split_at(k);
+          break;
+        }
+    }
+    bool requant = false;  // int8-out conv split: f32 out, post-ops, then a Q reorder
+    // gemm's PReLU post-op is slow too (int8 deconvolution), and so is the f32 jit
+    // deconvolution's (ESPNet's up_l2: 21.7 ms with the post-op, 0.4 ms + 0.2 ms without).
+    if (is_ref(pd) || is_gemm(pd) || s.deconv) {
+      for (size_t k = 0; k < s.post.size(); ++k)
+        if (s.post[k].kind == PostOp::kPrelu) {
+          if (out.type != dt::f32) {
+            dst_type = dt::f32;
+            int8_scales();
+            requant = true;
+          }
+          split_at(k);
+          break;
+        }
+    }
+    int conv_out = s.out;
+    if (!tail.empty()) {
+      // the split-off post-ops' "+..." tags leave this step's line (they get lines of their own)
+      size_t drop = tail.size();
+      for (auto it = s.tags.end(); drop > 0 && it != s.tags.begin();) {
+        --it;
+        if (it->rfind("+", 0) == 0 && *it != "+bias" && *it != "+bn") {
+          it = s.tags.erase(it);
+          --drop;
+        }
+      }
+      Val tmp = out;
+      tmp.name += "#conv";
+      tmp.has_md = false;
+      tmp.type = dst_type;
+      p_.vals.push_back(tmp);
+      conv_out = static_cast<int>(p_.vals.size()) - 1;
+    }
+    const int src2 = ensure(src, pd.src_desc());
+    set_md(conv_out, pd.dst_desc());
+
+    Exec e;
+    e.prim = dnnl::primitive(pd);
+    memory::desc wuser_md(wd, wt, wuser);
+    at::Tensor wc = s.w.contiguous();
+    e.args[DNNL_ARG_WEIGHTS] = packed(wuser_md, wc.data_ptr(), pd.weights_desc());
+    if (has_bias) {
+      if (bias.empty()) bias.assign(OC, 0.f);
+      e.args[DNNL_ARG_BIAS] = const_mem(bmd, bias.data());
+    }
+    e.val_args[DNNL_ARG_SRC] = src2;
+    e.val_args[DNNL_ARG_DST] = s.out;
+    e.reads = {src2};
+    for (size_t i = 0; i < s.post.size(); ++i) {
+      const auto& p = s.post[i];
+      const int arg = DNNL_ARG_ATTR_MULTIPLE_POST_OP(static_cast<int>(i));
+      if (p.kind == PostOp::kPrelu) {
+        e.args[arg | DNNL_ARG_WEIGHTS] =
+            const_mem(memory::desc({OC}, dt::f32, tag::a), p.slope.data());
+      } else if (p.kind == PostOp::kAdd) {
+        e.val_args[arg | DNNL_ARG_SRC_1] = p.val;
+        e.reads.push_back(p.val);
+      }
+    }
+    e.val_args[DNNL_ARG_DST] = conv_out;
+    e.writes = {conv_out};
+    if (s.int8) ++p_.int8_steps;
+    push(std::move(e), s, impl(pd));
+    // the split-off post-ops, in order, each its own step
+    int cur = conv_out;
+    for (size_t i = 0; i < tail.size(); ++i) {
+      const PostOp& p = tail[i];
+      int dst = s.out;
+      if (i + 1 < tail.size() || requant) {
+        Val tmp = out;
+        tmp.name += "#post" + std::to_string(i);
+        tmp.has_md = false;
+        tmp.type = dt::f32;
+        p_.vals.push_back(tmp);
+        dst = static_cast<int>(p_.vals.size()) - 1;
+      }
+      Step t;
+      t.name = s.name + " (split off)";
+      t.in = {cur};
+      t.out = dst;
+      if (p.kind == PostOp::kAdd) {
+        t.kind = Step::kBinary;
+        t.op = "Add";
+        t.algo = alg::binary_add;
+        t.in.push_back(p.val);
+      } else if (p.kind == PostOp::kPrelu) {
+        t.kind = Step::kPrelu;
+        t.op = "PRelu";
+        t.slope = p.slope;
+      } else {
+        t.kind = Step::kElt;
+        t.op = "Eltwise";
+        t.algo = p.algo;
+        t.a = p.alpha;
+        t.bb = p.beta;
+      }
+      split_.push_back(t);
+      lower(split_.back());
+      cur = dst;
+    }
+    if (requant) {
+      Step q;
+      q.kind = Step::kQuant;
+      q.op = "QuantizeLinear";
+      q.name = s.name + " (split off)";
+      q.in = {cur};
+      q.out = s.out;
+      q.scale = out.scale;
+      q.zp = 0;
+      split_.push_back(q);
+      lower(split_.back());
+    }
+  }
+
+  void pool(Step& s) {
+    int src = s.in[0];
+    memory::desc dmd(mdims(p_.vals[s.out].dims), p_.vals[s.out].type, tag::any);
+    auto make = [&] {
+      dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_inference, s.algo, md(src), dmd,
+                                    mdims(s.strides), mdims(s.kernel), mdims(s.pl), mdims(s.pr));
+      return dnnl::pooling_forward::primitive_desc(d, eng_);
+    };
+    dnnl::pooling_forward::primitive_desc pd = make();
+    if (impl(pd).find("jit") == std::string::npos && p_.vals[src].dims.size() == 4) {
+      // No jit kernel for this layout (a plain NCHW input such as the image itself): pool it
+      // channels-last, where oneDNN has one; the reorder costs less than the slow kernel.
+      src = ensure(src, memory::desc(mdims(p_.vals[src].dims), p_.vals[src].type, tag::acdb));
+      pd = make();
+    }
+    set_md(s.out, pd.dst_desc());
+    Exec e;
+    e.prim = dnnl::pooling_forward(pd);
+    e.val_args = {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, s.out}};
+    if (pd.workspace_desc().get_size() > 0)
+      e.args[DNNL_ARG_WORKSPACE] = memory(pd.workspace_desc(), eng_);
+    e.reads = {src};
+    e.writes = {s.out};
+    push(std::move(e), s, impl(pd));
+  }
+
+  void int8_avg_pool(Step& s) {
+    const std::vector<int64_t> id = p_.vals[s.in[0]].dims, od = p_.vals[s.out].dims;
+    const dt type = p_.vals[s.in[0]].type;
+    const int src = ensure(s.in[0], memory::desc(mdims(id), type, tag::acdb));
+    set_md(s.out, memory::desc(mdims(od), dt::f32, tag::acdb));
+    Int8AvgPoolShape shape{id[0],
+                           id[1],
+                           id[2],
+                           id[3],
+                           od[2],
+                           od[3],
+                           s.kernel[0],
+                           s.kernel[1],
+                           s.strides[0],
+                           s.strides[1],
+                           s.pl[0],
+                           s.pl[1],
+                           s.algo == alg::pooling_avg_include_padding};
+    Exec e;
+    Plan* plan = &p_;
+    const int out = s.out;
+    const float scale = s.scale;
+    const bool u8 = type == dt::u8;
+    e.custom = [plan, src, out, shape, scale, u8] {
+      avg_pool_int8_nhwc(plan->mems[src].get_data_handle(), u8, scale,
+                         static_cast<float*>(plan->mems[out].get_data_handle()), shape);
+    };
+    e.reads = {src};
+    e.writes = {out};
+    push(std::move(e), s, "int8 sum, f32 mean nhwc");
+  }
+
+  void concat(Step& s) {
+    std::vector<memory::desc> srcs;
+    // The optimized concats want one layout for all inputs: mixed layouts (e.g. the plain
+    // NCHW output of a pooling of the image next to NHWC conv outputs) go NHWC first.
+    bool same = true;
+    for (int v : s.in)
+      same = same && md(v).data.format_kind == md(s.in[0]).data.format_kind &&
+             md(v).data.format_desc.blocking.inner_nblks ==
+                 md(s.in[0]).data.format_desc.blocking.inner_nblks;
+    const size_t rank0 = p_.vals[s.out].dims.size();
+    const dt ot = p_.vals[s.out].type;
+    auto to_nhwc = [&]() {
+      const tag t = rank0 == 4 ? tag::acdb : plain_tag(rank0);
+      for (auto& v : s.in) v = ensure(v, memory::desc(mdims(p_.vals[v].dims), ot, t));
+    };
+    auto stride_order = [&](const memory::desc& m) {
+      std::vector<int> o(m.data.ndims);
+      for (int i = 0; i < m.data.ndims; ++i) o[i] = i;
+      std::stable_sort(o.begin(), o.end(), [&](int a, int b) {
+        return m.data.format_desc.blocking.strides[a] > m.data.format_desc.blocking.strides[b];
+      });
+      return o;
+    };
+    for (int v : s.in) same = same && stride_order(md(v)) == stride_order(md(s.in[0]));
+    if (!same && rank0 == 4) to_nhwc();
+    for (int v : s.in) srcs.push_back(md(v));
+    memory::desc dmd(mdims(p_.vals[s.out].dims), ot, tag::any);
+    dnnl::concat::primitive_desc pd;
+    try {
+      pd = dnnl::concat::primitive_desc(dmd, static_cast<int>(s.axis), srcs, eng_);
+      if (impl(pd).find("ref") != std::string::npos && rank0 == 4) {
+        to_nhwc();
+        srcs.clear();
+        for (int v : s.in) srcs.push_back(md(v));
+        pd = dnnl::concat::primitive_desc(memory::desc(mdims(p_.vals[s.out].dims), ot, tag::acdb),
+                                          static_cast<int>(s.axis), srcs, eng_);
+      }
+    } catch (const dnnl::error&) {
+      // blocked inputs whose channels are not a multiple of the block: concat in nhwc
+      const size_t rank = p_.vals[s.out].dims.size();
+      const tag t = rank == 4 ? tag::acdb : plain_tag(rank);
+      srcs.clear();
+      for (auto& v : s.in) {
+        v = ensure(v, memory::desc(mdims(p_.vals[v].dims), ot, t));
+        srcs.push_back(md(v));
+      }
+      try {
+        pd = dnnl::concat::primitive_desc(memory::desc(mdims(p_.vals[s.out].dims), ot, t),
+                                          static_cast<int>(s.axis), srcs, eng_);
+      } catch (const dnnl::error& e) {
+        std::string shapes;
+        for (int v : s.in) {
+          shapes += " [";
+          for (auto d : p_.vals[v].dims) shapes += std::to_string(d) + " ";
+          shapes += "]";
+        }
+        throw Error(str_cat("Concat ", s.name, ": oneDNN refused inputs", shapes, ": ", e.what()));
+      }
+    }
+    // Only oneDNN's reference kernel (e.g. many 1-channel maps along channels): ATen's cat
+    // on plain copies is faster.
+    if (impl(pd).find("ref") != std::string::npos && ot == dt::f32 && s.node) return aten(s);
+    set_md(s.out, pd.dst_desc());
+    Exec e;
+    e.prim = dnnl::concat(pd);
+    for (size_t i = 0; i < s.in.size(); ++i)
+      e.val_args[DNNL_ARG_MULTIPLE_SRC + static_cast<int>(i)] = s.in[i];
+    e.val_args[DNNL_ARG_DST] = s.out;
+    e.reads = s.in;
+    e.writes = {s.out};
+    push(std::move(e), s, impl(pd));
+  }
+
+  void binary(Step& s) {
+    const int a = s.in[0];
+    memory::desc bmd;
+    int b = -1;
+    if (s.cst.defined()) {
+      bmd = memory::desc(mdims(s.cst.sizes().vec()), dt::f32, plain_tag(s.cst.dim()));
+    } else {
+      b = s.in[1];
+      if (p_.vals[b].dims == p_.vals[a].dims) b = ensure(b, md(a));
+      bmd = md(b);
+    }
+    dnnl::binary::desc d(s.algo, md(a), bmd, md(a));
+    dnnl::binary::primitive_desc pd(d, eng_);
+    set_md(s.out, pd.dst_desc());
+    Exec e;
+    e.prim = dnnl::binary(pd);
+    e.val_args = {{DNNL_ARG_SRC_0, a}, {DNNL_ARG_DST, s.out}};
+    e.reads = {a};
+    if (b >= 0) {
+      e.val_args[DNNL_ARG_SRC_1] = b;
+      e.reads.push_back(b);
+    } else {
+      e.args[DNNL_ARG_SRC_1] = const_mem(bmd, s.cst.data_ptr());
+    }
+    e.writes = {s.out};
+    push(std::move(e), s, impl(pd));
+  }
+
+  void eltwise(Step& s) {
+    const int src = s.in[0];
+    dnnl::eltwise_forward::desc d(dnnl::prop_kind::forward_inference, s.algo, md(src), s.a, s.bb);
+    dnnl::eltwise_forward::primitive_desc pd(d, eng_);
+    push_unary<dnnl::eltwise_forward>(s, src, pd);
+  }
+
+  void prelu(Step& s) {
+    const int src = s.in[0];
+    const auto& d4 = p_.vals[src].dims;
+    memory::desc wmd({1, d4[1], 1, 1}, dt::f32, tag::abcd);
+    dnnl::prelu_forward::desc d(dnnl::prop_kind::forward_inference, md(src), wmd);
+    dnnl::prelu_forward::primitive_desc pd(d, eng_);
+    set_md(s.out, pd.dst_desc());
+    Exec e;
+    e.prim = dnnl::prelu_forward(pd);
+    e.val_args = {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, s.out}};
+    e.args[DNNL_ARG_WEIGHTS] = packed(wmd, s.slope.data(), pd.weights_desc());
+    e.reads = {src};
+    e.writes = {s.out};
+    push(std::move(e), s, impl(pd));
+  }
+
+  void resample(Step& s) {
+    int src = s.in[0];
+    if (s.out == p_.output_val && s.algo == alg::resampling_linear) return output_bilinear(s);
+    const memory::desc dmd(mdims(p_.vals[s.out].dims), dt::f32, tag::any);
+    dnnl::resampling_forward::desc d(dnnl::prop_kind::forward_inference, s.algo, md(src), dmd);
+    dnnl::resampling_forward::primitive_desc pd(d, eng_);
+    push_unary<dnnl::resampling_forward>(s, src, pd);
+  }
+
+  // MatMul on plain row-major layouts; a constant B is packed into oneDNN's layout once. Int8:
+  // u8/s8 A, s8 B, int32 accumulation, per-column output scales alpha, f32 out.
+  void matmul(Step& s) {
+    const auto& ad = p_.vals[s.in[0]].dims;
+    const dt a_type = s.int8 ? p_.vals[s.in[0]].type : dt::f32;
+    const dt b_type = s.int8 ? dt::s8 : dt::f32;
+    const int a = ensure(s.in[0], memory::desc(mdims(ad), a_type, plain_tag(ad.size())));
+    const bool b_const = s.w.defined();
+    const std::vector<int64_t> bd = b_const ? s.w.sizes().vec() : p_.vals[s.in[1]].dims;
+    const memory::desc bplain(mdims(bd), b_type, plain_tag(bd.size()));
+    const int b = b_const ? -1 : ensure(s.in[1], bplain);
+    const auto& od = p_.vals[s.out].dims;
+    const memory::desc dmd(mdims(od), dt::f32, plain_tag(od.size()));
+    const memory::desc bmd = b_const ? memory::desc(mdims(bd), b_type, tag::any) : bplain;
+    dnnl::primitive_attr attr;
+    if (s.int8) {
+      const bool per_column =
+          std::any_of(s.alpha.begin(), s.alpha.end(), [&](float v) { return v != s.alpha[0]; });
+      if (per_column) {
+        attr.set_output_scales(1 << (od.size() - 1), s.alpha);
+      } else {
+        attr.set_output_scales(0, {s.alpha[0]});
+      }
+    }
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(md(a), bmd, dmd), attr, eng_);
+    set_md(s.out, dmd);
+    Exec e;
+    e.prim = dnnl::matmul(pd);
+    e.val_args = {{DNNL_ARG_SRC, a}, {DNNL_ARG_DST, s.out}};
+    e.reads = {a};
+    if (b_const) {
+      e.args[DNNL_ARG_WEIGHTS] = packed(bplain, s.w.data_ptr(), pd.weights_desc());
+    } else {
+      e.val_args[DNNL_ARG_WEIGHTS] = b;
+      e.reads.push_back(b);
+    }
+    e.writes = {s.out};
+    if (s.int8) ++p_.int8_steps;
+    push(std::move(e), s, impl(pd));
+  }
+
+  void reduce(Step& s) {
+    const int src = s.in[0];
+    const memory::desc dmd(mdims(p_.vals[s.out].dims), dt::f32, tag::any);
+    dnnl::reduction::primitive_desc pd(dnnl::reduction::desc(s.algo, md(src), dmd, 0.f, 0.f), eng_);
+    if (impl(pd).rfind("ref", 0) == 0) return aten(s);
+    push_unary<dnnl::reduction>(s, src, pd);
+  }
+
+  void softmax(Step& s) {
+    const auto& d = p_.vals[s.in[0]].dims;
+    const int src = ensure(s.in[0], memory::desc(mdims(d), dt::f32, plain_tag(d.size())));
+    dnnl::softmax_forward::desc desc(dnnl::prop_kind::forward_inference, md(src),
+                                     static_cast<int>(s.axis));
+    dnnl::softmax_forward::primitive_desc pd(desc, eng_);
+    push_unary<dnnl::softmax_forward>(s, src, pd);
+  }
+
+  // The graph output as a bilinear resize (logits to the input size): our plain NCHW kernel
+  // writes the caller's buffer (bilinear_resize.h); oneDNN's would write a channel-blocked
+  // copy to reorder afterwards, and its plain-layout resampling is several times slower.
+  void output_bilinear(Step& s) {
+    const std::vector<int64_t> id = p_.vals[s.in[0]].dims;  // copies: ensure() grows p_.vals
+    const std::vector<int64_t> od = p_.vals[s.out].dims;
+    const int src = ensure(s.in[0], memory::desc(mdims(id), dt::f32, tag::nchw));
+    set_md(s.out, memory::desc(mdims(od), dt::f32, tag::nchw));
+    Exec e;
+    Plan* plan = &p_;
+    const int out = s.out;
+    e.custom = [plan, src, out, id, od] {
+      resize_bilinear_nchw(static_cast<const float*>(plan->mems[src].get_data_handle()),
+                           static_cast<float*>(plan->mems[out].get_data_handle()), id[0] * id[1],
+                           id[2], id[3], od[2], od[3]);
+    };
+    e.reads = {src};
+    e.writes = {out};
+    push(std::move(e), s, "bilinear nchw");
+  }
+
+  // Q: q = saturate(round(x / s) + zp), a reorder with output scale 1/s (nhwc int8 out).
+  void quant(Step& s) {
+    const int src = s.in[0];
+    Val& out = p_.vals[s.out];
+    const memory::desc dmd(mdims(out.dims), out.type,
+                           out.dims.size() == 4 ? tag::acdb : plain_tag(out.dims.size()));
+    dnnl::primitive_attr attr;
+    attr.set_output_scales(0, {1.f / s.scale});
+    if (s.zp != 0) attr.set_zero_points(DNNL_ARG_DST, 0, {s.zp});
+    push_reorder(s, src, dmd, attr);
+  }
+
+  // DQ: x = (q - zp) * s, a reorder to f32 with output scale s.
+  void dequant(Step& s) {
+    const int src = s.in[0];
+    const memory::desc dmd(
+        mdims(p_.vals[s.out].dims), dt::f32,
+        p_.vals[s.out].dims.size() == 4 ? tag::acdb : plain_tag(p_.vals[s.out].dims.size()));
+    dnnl::primitive_attr attr;
+    attr.set_output_scales(0, {s.scale});
+    if (s.zp != 0) attr.set_zero_points(DNNL_ARG_SRC, 0, {s.zp});
+    push_reorder(s, src, dmd, attr);
+  }
+
+  void aten(Step& s) {
+    s.tags.push_back("aten f32");
+    std::vector<int> plain_in;
+    for (int v : s.in) {
+      const auto& d = p_.vals[v].dims;
+      plain_in.push_back(ensure(v, memory::desc(mdims(d), dt::f32, plain_tag(d.size()))));
+    }
+    std::vector<int> outs{s.out};
+    for (int v : s.more_out)
+      if (v >= 0) outs.push_back(v);
+    for (int v : outs) {
+      const std::vector<int64_t> od = p_.vals[v].dims;
+      set_md(v, memory::desc(mdims(od), dt::f32, plain_tag(od.size())));
+    }
+    Exec e;
+    Plan* plan = &p_;
+    const int64_t opset = p_.opset;
+    const Step* step = &s;
+    const int out = s.out;
+    e.custom = [plan, step, plain_in, out, opset]() {
+      ops::Tensors in;
+      for (size_t k = 0; k < step->const_in.size(); ++k) {
+        if (step->in_slot[k] < 0) {
+          in.push_back(step->const_in[k]);
+        } else {
+          const int v = plain_in[step->in_slot[k]];
+          in.push_back(
+              at::from_blob(plan->mems[v].get_data_handle(), plan->vals[v].dims, at::kFloat));
+        }
+      }
+      ops::NodeContext ctx(*step->node, opset, false);
+      const ops::Tensors r = ops::Registry::instance().find(step->node->op_type())->run(ctx, in);
+      auto copy = [&](const at::Tensor& t, int v) {
+        const at::Tensor c = t.to(at::kFloat).contiguous();
+        std::memcpy(plan->mems[v].get_data_handle(), c.data_ptr(), c.numel() * sizeof(float));
+      };
+      copy(r.at(0), out);
+      for (size_t k = 0; k < step->more_out.size(); ++k)
+        if (step->more_out[k] >= 0) copy(r.at(k + 1), step->more_out[k]);
+    };
+    e.reads = plain_in;
+    e.writes = outs;
+    push(std::move(e), s, "");
+  }
+
+  Plan& p_;
+  const dnnl::engine& eng_;
+  dnnl::stream& strm_;
+  std::deque<Step> split_;  // steps created while lowering (stable addresses)
+};
+
+}  // namespace
+
+void lower_plan(Plan& p, const dnnl::engine& eng, dnnl::stream& strm) {
+  Lowering(p, eng, strm).run();
+}
+
+}  // namespace segslim::engine
