@@ -81,7 +81,8 @@ class Builder {
     auto it = consts_.find(name);
     return it == consts_.end() ? at::Tensor() : it->second;
   }
-  const std::vector<int64_t>& dims_of(const std::string& name) {
+  // A copy: the Val it comes from may move when later calls add values.
+  std::vector<int64_t> dims_of(const std::string& name) {
     auto it = rt_.find(name);
     SEGSLIM_CHECK(it != rt_.end(), opt_.origin, ": value ", name, " is not computed");
     const Ref& r = it->second;
