@@ -27,13 +27,22 @@ for img in sample/camvid/val/*.png; do
   build/segslim predict --model "$INT8" --data "$DATA" --image "$img" --threads "$THREADS" \
     --out "$OUT/$name.int8.overlay.png" --overlay --raw "$OUT/$name.int8.ids.png"
 done
+# latency of one 360x480 image on the inference engine, FP32 and INT8 side by side
+for k in fp32 int8; do
+  m=$MODEL; [ "$k" = int8 ] && m=$INT8
+  build/segslim bench --model "$m" --shape 1x3x360x480 --threads "$THREADS" --warmup 5 \
+    --repeat 30 --json "$OUT/bench_$k.json" > /dev/null
+done
 python3 - "$OUT" <<'PY'
 import json, sys
 out = sys.argv[1]
 f, q = (json.load(open(f"{out}/eval_{k}.json")) for k in ("fp32", "int8"))
-print(f"\n{'':6}{'mIoU':>8}{'acc':>8}{'images/s':>10}   (LibTorch executor, {f['threads']} threads)")
-for name, r in (("FP32", f), ("INT8", q)):
-    print(f"{name:6}{r['miou']:8.4f}{r['acc']:8.4f}{r['images_per_s']:10.2f}")
-print(f"INT8 - FP32: {100 * (q['miou'] - f['miou']):+.2f} mIoU points")
+bf, bq = (json.load(open(f"{out}/bench_{k}.json")) for k in ("fp32", "int8"))
+print(f"\n{'':6}{'mIoU':>8}{'acc':>8}{'p50 ms':>9}   ({f['engine']} engine, {f['threads']} threads, "
+      "latency at 1x3x360x480)")
+for name, r, b in (("FP32", f, bf), ("INT8", q, bq)):
+    print(f"{name:6}{r['miou']:8.4f}{r['acc']:8.4f}{b['p50_ms']:9.2f}")
+print(f"INT8 - FP32: {100 * (q['miou'] - f['miou']):+.2f} mIoU points, "
+      f"{bf['p50_ms'] / bq['p50_ms']:.2f}x faster")
 PY
 echo "demo outputs in $OUT/"
