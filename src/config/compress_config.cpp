@@ -9,6 +9,7 @@
 #include "common/error.h"
 #include "common/files.h"
 #include "common/strings.h"
+#include "config/train_section.h"
 #include "config/yaml_reader.h"
 
 namespace segslim {
@@ -482,6 +483,10 @@ TrainConfig parse_train(const Ctx& ctx, const YAML::Node& node) {
 }
 
 }  // namespace
+
+TrainConfig parse_train_section(const yaml::Source& src, const YAML::Node& node) {
+  return parse_train(src, node);
+}
 
 const std::vector<std::string>& quantize_op_type_names() {
   static const std::vector<std::string> names = {"conv2d",

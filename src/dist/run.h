@@ -1,5 +1,5 @@
 #pragma once
-// How a command (`segslim compress`, later `segslim train`) runs data-parallel. One entry point
+// How a command (`segslim compress`, `segslim train`) runs data-parallel. One entry point
 // decides the role of this process from its options and environment:
 //   - a worker of a job (RANK and WORLD_SIZE set, by torchrun or by the launcher below): joins
 //     the job and runs `body` with its Group;

@@ -14,6 +14,7 @@ void add_inspect_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_predict_command(CLI::App& app);
 void add_compress_command(CLI::App& app);
+void add_train_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 
 // --threads: LibTorch defaults to 1 thread on these machines, so always set it explicitly.

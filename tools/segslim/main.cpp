@@ -94,6 +94,7 @@ int main(int argc, char** argv) {
   segslim::cli::add_eval_command(app);
   segslim::cli::add_predict_command(app);
   segslim::cli::add_compress_command(app);
+  segslim::cli::add_train_command(app);
   segslim::cli::add_bench_command(app);
   try {
     app.parse(argc, argv);

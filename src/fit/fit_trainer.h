@@ -1,0 +1,59 @@
+#pragma once
+// FP32 training (or fine-tuning) of an ONNX graph on the LibTorch executor: weights trainable,
+// BatchNorm in training mode (running statistics updated), the configured segmentation loss
+// (fit/seg_loss.h) on the dataset's augmented train split. The loop machinery is compress's
+// (train/: optimizer, LR schedule, checkpoints): evaluation every eval_iter on the val split
+// keeping the best model, a checkpoint at every evaluation and every checkpoint_every
+// iterations, and a resume that continues bit-exactly.
+//
+// Data-parallel (setup.group): as compress's QAT (compress/qat_trainer.h): every rank trains on
+// its shard of each global batch of batch_size * world_size images, gradients are averaged,
+// BatchNorm running statistics averaged after every step, each rank's loss weighted by its share
+// of the counted pixels; rank 0 evaluates, keeps the best model and writes checkpoints. OHEM
+// selects its pixels per process (as PaddleSeg per card), so with OHEM N processes do not train
+// exactly like one.
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "config/fit_config.h"
+#include "data/dataset.h"
+#include "dist/group.h"
+#include "exec/executor.h"
+#include "metrics/confusion_matrix.h"
+
+namespace segslim {
+
+struct FitSetup {
+  TrainConfig train;  // resolved: epochs or train_iter set
+  LossConfig loss;
+  int seed = 42;
+  Executor* model = nullptr;  // trained in place
+  const SegDataset* train_data = nullptr;
+  const SegDataset* val_data = nullptr;
+  dist::Group* group = nullptr;  // nullptr: this process alone
+  int batch_size = 4;            // per process
+  int eval_batch_size = 4;
+  std::string checkpoint_dir;
+  bool resume = false;
+  std::string extra_json;  // stored in every checkpoint (report pieces)
+  // Called with the current model whenever validation mIoU improves.
+  std::function<void(const onnx::ModelProto& model, const SegMetrics& metrics, int64_t iter)>
+      on_best;
+};
+
+// On ranks other than 0 only iterations and the throughput are filled in.
+struct FitResult {
+  int64_t iterations = 0;
+  int64_t best_iteration = -1;
+  SegMetrics best_metrics;
+  SegMetrics last_metrics;
+  double train_seconds = 0;  // this run's
+  double images_per_s = 0;
+  bool resumed = false;
+  std::string extra_json;  // from the checkpoint when resumed, else setup.extra_json
+};
+
+FitResult train_fp32(const FitSetup& setup);
+
+}  // namespace segslim
