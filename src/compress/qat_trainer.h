@@ -12,6 +12,7 @@
 #include "exec/executor.h"
 #include "metrics/confusion_matrix.h"
 #include "passes/insert_qdq.h"
+#include "train/training_loop.h"
 
 namespace segslim {
 
@@ -39,16 +40,7 @@ struct QatSetup {
 };
 
 // On ranks other than 0 only iterations and the throughput are filled in.
-struct QatResult {
-  int64_t iterations = 0;
-  int64_t best_iteration = -1;
-  SegMetrics best_metrics;
-  SegMetrics last_metrics;
-  double train_seconds = 0;
-  double images_per_s = 0;
-  bool resumed = false;
-  std::string extra_json;  // from the checkpoint when resumed, else setup.extra_json
-};
+using QatResult = LoopResult;
 
 // Distillation pairs (teacher tensor, student tensor), validated against both graphs.
 std::vector<std::pair<std::string, std::string>> distill_pairs(const CompressConfig& config,

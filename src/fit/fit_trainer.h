@@ -1,8 +1,8 @@
 #pragma once
 // FP32 training (or fine-tuning) of an ONNX graph on the LibTorch executor: weights trainable,
 // BatchNorm in training mode (running statistics updated), the configured segmentation loss
-// (fit/seg_loss.h) on the dataset's augmented train split. The loop machinery is compress's
-// (train/: optimizer, LR schedule, checkpoints): evaluation every eval_iter on the val split
+// (fit/seg_loss.h) on the dataset's augmented train split. The loop is compress's
+// (train/training_loop.h): evaluation every eval_iter on the val split
 // keeping the best model, a checkpoint at every evaluation and every checkpoint_every
 // iterations, and a resume that continues bit-exactly.
 //
@@ -21,6 +21,7 @@
 #include "dist/group.h"
 #include "exec/executor.h"
 #include "metrics/confusion_matrix.h"
+#include "train/training_loop.h"
 
 namespace segslim {
 
@@ -43,16 +44,7 @@ struct FitSetup {
 };
 
 // On ranks other than 0 only iterations and the throughput are filled in.
-struct FitResult {
-  int64_t iterations = 0;
-  int64_t best_iteration = -1;
-  SegMetrics best_metrics;
-  SegMetrics last_metrics;
-  double train_seconds = 0;  // this run's
-  double images_per_s = 0;
-  bool resumed = false;
-  std::string extra_json;  // from the checkpoint when resumed, else setup.extra_json
-};
+using FitResult = LoopResult;
 
 FitResult train_fp32(const FitSetup& setup);
 
