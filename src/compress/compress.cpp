@@ -240,6 +240,7 @@ CompressSummary run_compress(const CompressRequest& req, dist::Group& group) {
   if (run_qat) {
     QatSetup setup;
     setup.config = &w.config;
+    setup.seed = cfg.global.seed;
     setup.train = cfg.train.value_or(default_auto_train());
     if (!setup.train.epochs && !setup.train.train_iter) setup.train.epochs = 1;
     setup.teacher = &teacher;
@@ -257,15 +258,7 @@ CompressSummary run_compress(const CompressRequest& req, dist::Group& group) {
       save_best(w, model);
     };
     QatResult r = train_qat(setup);
-    qat_json = {{"iterations", r.iterations},
-                {"best_iteration", r.best_iteration},
-                {"best_val", to_json(r.best_metrics)},
-                {"train_seconds_this_run", r.train_seconds},
-                {"train_images_per_s", r.images_per_s},
-                {"resumed", r.resumed},
-                {"batch_size", setup.batch_size},
-                {"processes", group.world_size()},
-                {"global_batch_size", setup.batch_size * group.world_size()}};
+    qat_json = loop_report(r, setup, group.world_size());
   } else if (root) {
     save_best(w, passes::export_qdq(student.export_model()));
   }

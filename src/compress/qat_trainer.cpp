@@ -133,7 +133,10 @@ QatResult train_qat(const QatSetup& s) {
     }
   };
 
-  LoopSetup ls = loop_setup(s, "qat", cfg.global.seed, &student);
+  LoopSetup ls;
+  static_cast<TrainingRun&>(ls) = s;
+  ls.tag = "qat";
+  ls.model = &student;
   ls.group = &group;
 
   LoopHooks hooks;

@@ -16,27 +16,12 @@
 
 namespace segslim {
 
-struct QatSetup {
+// TrainingRun's seed is Global.seed.
+struct QatSetup : TrainingRun {
   const CompressConfig* config = nullptr;
-  TrainConfig train;                      // the resolved TrainConfig
   Executor* teacher = nullptr;            // FP32, frozen
   Executor* student = nullptr;            // Q/DQ graph, scales initialised (calibration)
   const passes::QdqModel* qdq = nullptr;  // where the Q/DQ pairs are
-  const SegDataset* train_data = nullptr;
-  const SegDataset* val_data = nullptr;
-  // Data-parallel training (nullptr: this process alone). Every rank trains on its shard of
-  // each global batch of batch_size * world_size images; rank 0 evaluates, keeps the best
-  // model (on_best) and writes checkpoints while the others wait. Checkpoints count iterations
-  // and the position in the epoch in images, so a run resumes with any number of processes.
-  dist::Group* group = nullptr;
-  int batch_size = 4;  // per process
-  int eval_batch_size = 4;
-  std::string checkpoint_dir;
-  bool resume = false;
-  std::string extra_json;  // stored in every checkpoint (report pieces)
-  // Called with the exportable student model whenever validation mIoU improves.
-  std::function<void(const onnx::ModelProto& model, const SegMetrics& metrics, int64_t iter)>
-      on_best;
 };
 
 // On ranks other than 0 only iterations and the throughput are filled in.

@@ -16,7 +16,10 @@ FitResult train_fp32(const FitSetup& s) {
   const std::string input_name = model.input_names().at(0);
   const int64_t ignore_index = s.train_data->spec().ignore_index;
 
-  LoopSetup ls = loop_setup(s, "train", s.seed, &model);
+  LoopSetup ls;
+  static_cast<TrainingRun&>(ls) = s;
+  ls.tag = "train";
+  ls.model = &model;
   ls.group = &group;
 
   LoopHooks hooks;

@@ -25,22 +25,9 @@
 
 namespace segslim {
 
-struct FitSetup {
-  TrainConfig train;  // resolved: epochs or train_iter set
+struct FitSetup : TrainingRun {
   LossConfig loss;
-  int seed = 42;
   Executor* model = nullptr;  // trained in place
-  const SegDataset* train_data = nullptr;
-  const SegDataset* val_data = nullptr;
-  dist::Group* group = nullptr;  // nullptr: this process alone
-  int batch_size = 4;            // per process
-  int eval_batch_size = 4;
-  std::string checkpoint_dir;
-  bool resume = false;
-  std::string extra_json;  // stored in every checkpoint (report pieces)
-  // Called with the current model whenever validation mIoU improves.
-  std::function<void(const onnx::ModelProto& model, const SegMetrics& metrics, int64_t iter)>
-      on_best;
 };
 
 // On ranks other than 0 only iterations and the throughput are filled in.

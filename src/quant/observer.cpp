@@ -42,20 +42,32 @@ void check_state_size(const std::vector<double>& s, size_t expected, const std::
                 " values, expected ", expected, " (saved by another algorithm or bin count?)");
 }
 
-// ---- abs_max: max |x| over everything seen ----
-class AbsMaxObserver : public Observer {
+// Observers whose batch statistic is a summary (Observer::batch_summary): observe() is
+// exactly observe_summary(batch_summary(x)).
+class SummaryObserver : public Observer {
  public:
-  explicit AbsMaxObserver(const ObserverOptions& o) : bits_(o.bits) {}
-  void observe(const at::Tensor& x) override { observe_summary(batch_summary(x)); }
-  std::vector<double> batch_summary(const at::Tensor& x) const override {
+  void observe(const at::Tensor& x) final { observe_summary(batch_summary(x)); }
+};
+
+// Observers of the per-batch max |x|: each batch adds one number (add_batch_abs_max).
+class AbsMaxSummaryObserver : public SummaryObserver {
+ public:
+  std::vector<double> batch_summary(const at::Tensor& x) const final {
     return {abs_max_summary(x, name())};
   }
-  void observe_summary(const std::vector<double>& s) override {
+  void observe_summary(const std::vector<double>& s) final {
     check_summary_size(s, 1, name());
-    if (s[0] == kNoData) return;
-    abs_max_ = seen_ ? std::max(abs_max_, s[0]) : s[0];
-    seen_ = true;
+    if (s[0] != kNoData) add_batch_abs_max(s[0]);
   }
+
+ protected:
+  virtual void add_batch_abs_max(double m) = 0;
+};
+
+// ---- abs_max: max |x| over everything seen ----
+class AbsMaxObserver : public AbsMaxSummaryObserver {
+ public:
+  explicit AbsMaxObserver(const ObserverOptions& o) : bits_(o.bits) {}
   QuantParams params() const override { return symmetric_params(seen_ ? abs_max_ : 0, bits_); }
   bool ready() const override { return seen_; }
   void reset() override { seen_ = false, abs_max_ = 0; }
@@ -67,16 +79,19 @@ class AbsMaxObserver : public Observer {
   }
 
  private:
+  void add_batch_abs_max(double m) override {
+    abs_max_ = seen_ ? std::max(abs_max_, m) : m;
+    seen_ = true;
+  }
   int bits_;
   bool seen_ = false;
   double abs_max_ = 0;
 };
 
 // ---- min_max: running min and max ----
-class MinMaxObserver : public Observer {
+class MinMaxObserver : public SummaryObserver {
  public:
   explicit MinMaxObserver(const ObserverOptions& o) : bits_(o.bits), symmetric_(o.symmetric) {}
-  void observe(const at::Tensor& x) override { observe_summary(batch_summary(x)); }
   // {-min, max}: min(parts) = -max(-part minima), so both merge with max.
   std::vector<double> batch_summary(const at::Tensor& x) const override {
     if (x.numel() == 0) return {kNoData, kNoData};
@@ -120,20 +135,10 @@ class MinMaxObserver : public Observer {
 // With accum = state = 0 initially, accum / state = sum_k rate^(n-k) a_k / sum_k rate^(n-k):
 // an exponentially weighted mean whose weights sum to 1 from the first batch on (bias-corrected,
 // like Adam's 1 - beta^t). Paddle initialises both to 1 instead, i.e. a prior absmax of 1.
-class MovingAverageAbsMaxObserver : public Observer {
+class MovingAverageAbsMaxObserver : public AbsMaxSummaryObserver {
  public:
   explicit MovingAverageAbsMaxObserver(const ObserverOptions& o)
       : bits_(o.bits), rate_(o.moving_rate) {}
-  void observe(const at::Tensor& x) override { observe_summary(batch_summary(x)); }
-  std::vector<double> batch_summary(const at::Tensor& x) const override {
-    return {abs_max_summary(x, name())};
-  }
-  void observe_summary(const std::vector<double>& s) override {
-    check_summary_size(s, 1, name());
-    if (s[0] == kNoData) return;
-    state_ = rate_ * state_ + 1;
-    accum_ = rate_ * accum_ + s[0];
-  }
   QuantParams params() const override {
     return symmetric_params(state_ > 0 ? accum_ / state_ : 0, bits_);
   }
@@ -147,25 +152,19 @@ class MovingAverageAbsMaxObserver : public Observer {
   }
 
  private:
+  void add_batch_abs_max(double m) override {
+    state_ = rate_ * state_ + 1;
+    accum_ = rate_ * accum_ + m;
+  }
   int bits_;
   double rate_;
   double accum_ = 0, state_ = 0;
 };
 
 // ---- avg: mean of the per-batch abs-max ----
-class AvgObserver : public Observer {
+class AvgObserver : public AbsMaxSummaryObserver {
  public:
   explicit AvgObserver(const ObserverOptions& o) : bits_(o.bits) {}
-  void observe(const at::Tensor& x) override { observe_summary(batch_summary(x)); }
-  std::vector<double> batch_summary(const at::Tensor& x) const override {
-    return {abs_max_summary(x, name())};
-  }
-  void observe_summary(const std::vector<double>& s) override {
-    check_summary_size(s, 1, name());
-    if (s[0] == kNoData) return;
-    sum_ += s[0];
-    count_ += 1;
-  }
   QuantParams params() const override {
     return symmetric_params(count_ > 0 ? sum_ / count_ : 0, bits_);
   }
@@ -179,6 +178,10 @@ class AvgObserver : public Observer {
   }
 
  private:
+  void add_batch_abs_max(double m) override {
+    sum_ += m;
+    count_ += 1;
+  }
   int bits_;
   double count_ = 0, sum_ = 0;
 };

@@ -249,4 +249,16 @@ LoopResult run_training_loop(const LoopSetup& s, const LoopHooks& hooks) {
   return result;
 }
 
+nlohmann::json loop_report(const LoopResult& r, const TrainingRun& run, int world_size) {
+  return {{"iterations", r.iterations},
+          {"best_iteration", r.best_iteration},
+          {"best_val", to_json(r.best_metrics)},
+          {"train_seconds_this_run", r.train_seconds},
+          {"train_images_per_s", r.images_per_s},
+          {"resumed", r.resumed},
+          {"batch_size", run.batch_size},
+          {"processes", world_size},
+          {"global_batch_size", run.batch_size * world_size}};
+}
+
 }  // namespace segslim

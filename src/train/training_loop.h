@@ -25,15 +25,17 @@
 
 namespace segslim {
 
-struct LoopSetup {
-  std::string tag = "train";  // progress and log prefix
-  TrainConfig train;          // resolved: epochs or train_iter set
+// What every trainer's setup holds (compress's QatSetup, train's FitSetup).
+struct TrainingRun {
+  TrainConfig train;  // resolved: epochs or train_iter set
   int seed = 42;
-  Executor* model = nullptr;  // trained in place; its training mode is the caller's choice
   const SegDataset* train_data = nullptr;
   const SegDataset* val_data = nullptr;
-  dist::Group* group = nullptr;  // nullptr: this process alone
-  int batch_size = 4;            // per process
+  // Data-parallel training (nullptr: this process alone). Every rank trains on its shard of
+  // each global batch of batch_size * world_size images; rank 0 evaluates, keeps the best
+  // model (on_best) and writes checkpoints while the others wait.
+  dist::Group* group = nullptr;
+  int batch_size = 4;  // per process
   int eval_batch_size = 4;
   std::string checkpoint_dir;
   bool resume = false;
@@ -41,6 +43,11 @@ struct LoopSetup {
   // Called with the exportable model whenever validation mIoU improves.
   std::function<void(const onnx::ModelProto& model, const SegMetrics& metrics, int64_t iter)>
       on_best;
+};
+
+struct LoopSetup : TrainingRun {
+  std::string tag = "train";  // progress and log prefix
+  Executor* model = nullptr;  // trained in place; its training mode is the caller's choice
 };
 
 // The loss of one batch: `loss` is this rank's term (weighted so that the ranks' averaged
@@ -75,24 +82,7 @@ struct LoopResult {
 
 LoopResult run_training_loop(const LoopSetup& setup, const LoopHooks& hooks);
 
-// A LoopSetup from a trainer's setup with the same field names (QatSetup, FitSetup).
-template <typename Setup>
-LoopSetup loop_setup(const Setup& s, const std::string& tag, int seed, Executor* model) {
-  LoopSetup ls;
-  ls.tag = tag;
-  ls.train = s.train;
-  ls.seed = seed;
-  ls.model = model;
-  ls.train_data = s.train_data;
-  ls.val_data = s.val_data;
-  ls.group = s.group;
-  ls.batch_size = s.batch_size;
-  ls.eval_batch_size = s.eval_batch_size;
-  ls.checkpoint_dir = s.checkpoint_dir;
-  ls.resume = s.resume;
-  ls.extra_json = s.extra_json;
-  ls.on_best = s.on_best;
-  return ls;
-}
+// The report's "train" section: what the loop did, with the batch it did it with.
+nlohmann::json loop_report(const LoopResult& result, const TrainingRun& run, int world_size);
 
 }  // namespace segslim

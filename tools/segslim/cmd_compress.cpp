@@ -4,7 +4,6 @@
 
 #include "commands.h"
 #include "compress/compress.h"
-#include "dist/run.h"
 
 namespace segslim::cli {
 
@@ -21,9 +20,8 @@ void print_summary(const CompressSummary& s) {
 }
 
 void run(CompressRequest req, const dist::LaunchOptions& launch, bool threads_given) {
-  dist::run_data_parallel(launch, command_line(), at::kCPU, [&](dist::Group& group) {
+  run_data_parallel_job(launch, req.threads, threads_given, [&](dist::Group& group) {
     if (!threads_given) req.threads = threads_per_process(group.local_world_size());
-    apply_threads(req.threads);
     const CompressSummary s = run_compress(req, group);
     if (group.is_root()) print_summary(s);
   });

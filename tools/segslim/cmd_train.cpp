@@ -3,7 +3,6 @@
 #include <iostream>
 
 #include "commands.h"
-#include "dist/run.h"
 #include "fit/fit.h"
 
 namespace segslim::cli {
@@ -20,9 +19,8 @@ void print_summary(const FitSummary& s) {
 }
 
 void run(FitRequest req, const dist::LaunchOptions& launch, bool threads_given) {
-  dist::run_data_parallel(launch, command_line(), at::kCPU, [&](dist::Group& group) {
+  run_data_parallel_job(launch, req.threads, threads_given, [&](dist::Group& group) {
     if (!threads_given) req.threads = threads_per_process(group.local_world_size());
-    apply_threads(req.threads);
     const FitSummary s = run_train(req, group);
     if (group.is_root()) print_summary(s);
   });

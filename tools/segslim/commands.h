@@ -2,9 +2,11 @@
 // One file per subcommand; each only parses flags and prints: the work lives in src/.
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "dist/group.h"
 #include "dist/launcher.h"
 #include "runtime/model_runner.h"
 
@@ -26,6 +28,11 @@ int threads_per_process(int local_processes);
 
 // --nproc, --nnodes, --node-rank, --master-addr, --master-port, --dist-timeout (dist/run.h).
 void add_dist_options(CLI::App& cmd, dist::LaunchOptions& options);
+
+// Runs job(group) in every process of the launch (dist/run.h), each with `threads` intra-op
+// threads, or (threads_given false) its share of this machine's cores.
+void run_data_parallel_job(const dist::LaunchOptions& launch, int threads, bool threads_given,
+                           const std::function<void(dist::Group&)>& job);
 
 // The command line this process was started with (a launcher starts its workers with it).
 const std::vector<std::string>& command_line();

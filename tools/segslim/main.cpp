@@ -8,6 +8,7 @@
 
 #include "commands.h"
 #include "common/error.h"
+#include "dist/run.h"
 
 namespace segslim::cli {
 
@@ -26,6 +27,14 @@ CLI::Option* add_threads_option(CLI::App& cmd, int& threads) {
 int threads_per_process(int local_processes) {
   const int cores = static_cast<int>(std::thread::hardware_concurrency());
   return std::max(1, cores / std::max(1, local_processes));
+}
+
+void run_data_parallel_job(const dist::LaunchOptions& launch, int threads, bool threads_given,
+                           const std::function<void(dist::Group&)>& job) {
+  dist::run_data_parallel(launch, command_line(), at::kCPU, [&](dist::Group& group) {
+    apply_threads(threads_given ? threads : threads_per_process(group.local_world_size()));
+    job(group);
+  });
 }
 
 void add_dist_options(CLI::App& cmd, dist::LaunchOptions& o) {
