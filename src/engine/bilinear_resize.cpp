@@ -1,6 +1,7 @@
 #include "engine/bilinear_resize.h"
 
 #include <ATen/Parallel.h>
+#include <immintrin.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -39,6 +40,50 @@ __attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) void bl
   for (int64_t x = 0; x < n; ++x) o[x] = a[x] + w * (b[x] - a[x]);
 }
 
+// blend_row with non-temporal (streaming) stores: the output goes to memory without first
+// being read into the cache (a normal store of a line not in cache reads it: twice the memory
+// traffic) and without evicting the source rows. Worth it only when the output is far larger
+// than the caches and nothing reads it soon: the network's output map (160 MB at 19x1024x2048,
+// measured 13 ms -> 7 ms at 2 threads). Aligns to 64 bytes with plain stores first.
+__attribute__((target("avx512f"))) void blend_row_stream_avx512(const float* a, const float* b,
+                                                                float w, float* o, int64_t n) {
+  int64_t x = 0;
+  for (; x < n && (reinterpret_cast<uintptr_t>(o + x) & 63) != 0; ++x)
+    o[x] = a[x] + w * (b[x] - a[x]);
+  const __m512 vw = _mm512_set1_ps(w);
+  for (; x + 16 <= n; x += 16) {
+    const __m512 va = _mm512_loadu_ps(a + x), vb = _mm512_loadu_ps(b + x);
+    _mm512_stream_ps(o + x, _mm512_fmadd_ps(vw, _mm512_sub_ps(vb, va), va));
+  }
+  for (; x < n; ++x) o[x] = a[x] + w * (b[x] - a[x]);
+}
+
+__attribute__((target("avx2,fma"))) void blend_row_stream_avx2(const float* a, const float* b,
+                                                               float w, float* o, int64_t n) {
+  int64_t x = 0;
+  for (; x < n && (reinterpret_cast<uintptr_t>(o + x) & 31) != 0; ++x)
+    o[x] = a[x] + w * (b[x] - a[x]);
+  const __m256 vw = _mm256_set1_ps(w);
+  for (; x + 8 <= n; x += 8) {
+    const __m256 va = _mm256_loadu_ps(a + x), vb = _mm256_loadu_ps(b + x);
+    _mm256_stream_ps(o + x, _mm256_fmadd_ps(vw, _mm256_sub_ps(vb, va), va));
+  }
+  for (; x < n; ++x) o[x] = a[x] + w * (b[x] - a[x]);
+}
+
+using BlendFn = void (*)(const float*, const float*, float, float*, int64_t);
+
+// Streaming pays off past the last-level cache (32 MB on this project's machines); below it the
+// consumer would rather find the output in cache.
+constexpr int64_t kStreamMinBytes = int64_t{32} << 20;
+
+BlendFn pick_blend(int64_t out_bytes) {
+  if (out_bytes < kStreamMinBytes) return blend_row;
+  if (__builtin_cpu_supports("avx512f")) return blend_row_stream_avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return blend_row_stream_avx2;
+  return blend_row;
+}
+
 }  // namespace
 
 void resize_bilinear_nchw(const float* src, float* dst, int64_t planes, int64_t in_h, int64_t in_w,
@@ -49,6 +94,7 @@ void resize_bilinear_nchw(const float* src, float* dst, int64_t planes, int64_t 
   // even when planes are few), each interpolating just the source rows its block reads.
   constexpr int64_t kBlock = 32;
   const int64_t blocks = (out_h + kBlock - 1) / kBlock;
+  const BlendFn blend = pick_blend(planes * out_h * out_w * static_cast<int64_t>(sizeof(float)));
   at::parallel_for(0, planes * blocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> rows;
     for (int64_t item = begin; item < end; ++item) {
@@ -62,9 +108,10 @@ void resize_bilinear_nchw(const float* src, float* dst, int64_t planes, int64_t 
                  rows.data() + (y - first) * out_w, out_w);
       float* d = dst + p * out_h * out_w;
       for (int64_t y = y0; y < y1; ++y)
-        blend_row(rows.data() + (ty.lo[y] - first) * out_w,
-                  rows.data() + (ty.hi[y] - first) * out_w, ty.w[y], d + y * out_w, out_w);
+        blend(rows.data() + (ty.lo[y] - first) * out_w, rows.data() + (ty.hi[y] - first) * out_w,
+              ty.w[y], d + y * out_w, out_w);
     }
+    _mm_sfence();  // streaming stores are weakly ordered: drain this thread's before the join
   });
 }
 

@@ -65,6 +65,16 @@ class Builder {
     producer_.push_back(-1);
     return static_cast<int>(p_.vals.size()) - 1;
   }
+  // A step writing int8 (zero point 0) at `scale` as runtime value `name`, which has no f32
+  // form until a consumer asks for one.
+  void add_int8_step(Step s, const std::string& name, float scale) {
+    add_step(std::move(s));
+    Ref r;
+    r.qval = p_.ir.back().out;
+    r.scale = scale;
+    r.zp = 0;
+    rt_[name] = r;
+  }
   int add_step(Step s) {
     p_.ir.push_back(std::move(s));
     const int idx = static_cast<int>(p_.ir.size()) - 1;
@@ -114,22 +124,28 @@ class Builder {
     return r.val;
   }
 
-  // The conv step producing `name` when further ops may be fused into it.
-  Step* fusable_conv(const std::string& name) {
-    if (!single_use(name)) return nullptr;
+  // The step of `kind` producing the f32 value `name` when further ops may be folded into it:
+  // `name` has exactly `uses` readers (those ops) and is no graph output.
+  Step* sole_producer(const std::string& name, Step::Kind kind, int uses = 1) {
+    auto ct = consumers_.find(name);
+    if (ct == consumers_.end() || ct->second != uses || outputs_.count(name)) return nullptr;
     auto it = rt_.find(name);
     if (it == rt_.end() || it->second.val < 0) return nullptr;
     const int pi = producer_[it->second.val];
     if (pi < 0) return nullptr;
     Step& s = p_.ir[pi];
-    if (s.kind != Step::kConv || s.out != it->second.val) return nullptr;
-    if (p_.vals[s.out].type != dt::f32) return nullptr;
+    if (s.kind != kind || s.out != it->second.val || p_.vals[s.out].type != dt::f32) return nullptr;
     return &s;
+  }
+  // The conv step producing `name` when further ops may be fused into it.
+  Step* fusable_conv(const std::string& name, int uses = 1) {
+    return sole_producer(name, Step::kConv, uses);
   }
   // The int8 conv producing `name` (f32, not yet read by any step) when its other consumers
   // (besides Q node `q`) are Concats quantized with the same scale (u8 or s8, zero point 0):
   // the Q then fuses into the conv and the int8 Concats read its int8 output, exactly the
-  // values they would quantize it to.
+  // values they would quantize it to. (At another scale they would requantize it, rounding
+  // twice: measurably off the QDQ graph, so those quantize the f32 output instead.)
   Step* shared_conv(const std::string& name, const onnx::NodeProto& q, float scale, bool u8) {
     if (outputs_.count(name) || !int8_enabled("Concat")) return nullptr;
     auto it = rt_.find(name);
@@ -157,6 +173,11 @@ class Builder {
         return nullptr;
     }
     return &s;
+  }
+  // The int8-in average pooling producing `name` (its f32 mean, read by nothing else): the
+  // kernel may write the mean quantized instead.
+  Step* fusable_int8_pool(const std::string& name) {
+    return sole_producer(name, Step::kInt8AvgPool);
   }
   // A 2-D MaxPool / AveragePool that may run on int8 input (pool()).
   bool int8_pool(const onnx::NodeProto& n) const {
@@ -207,6 +228,7 @@ class Builder {
 
   void node(const onnx::NodeProto& n) {
     const std::string& t = n.op_type();
+    if (fused_.count(&n)) return;  // computed by an earlier node's step
     if (t == "Constant") return constant_fold(n);
     if (t == "Shape" && !is_const(n.input(0))) {
       auto d = dims_of(n.input(0));
@@ -239,6 +261,7 @@ class Builder {
     if (t == "Relu" || t == "LeakyRelu" || t == "Clip" || t == "Sigmoid" || t == "Tanh" ||
         t == "HardSwish" || t == "Elu")
       return eltwise(n);
+    if (t == "HardSigmoid") return hard_sigmoid(n);
     if (t == "Add" || t == "Sub" || t == "Mul" || t == "Div") return binary(n);
     if (t == "Concat") return concat(n);
     if (t == "MaxPool" || t == "AveragePool" || t == "GlobalAveragePool" || t == "GlobalMaxPool")
@@ -247,6 +270,7 @@ class Builder {
     if (t == "MatMul") return matmul(n);
     if (t == "Softmax") return softmax(n);
     if (t == "ReduceMean" || t == "ReduceMax" || t == "ReduceSum") return reduce(n);
+    if (t == "Reshape" && grouped_row_mean(n)) return;
     if (ops::Registry::instance().find(t) && float_result(n)) return aten(n);
     fail(n, "is not supported by the engine");
   }
@@ -495,10 +519,16 @@ class Builder {
   }
 
   void add_eltwise(const onnx::NodeProto& n, PostOp po, const std::string& tag_name) {
-    if (Step* c = fusable_conv(n.input(0))) {
+    add_eltwise(n, n.input(0), n.output(0), po, tag_name);
+  }
+  // Eltwise po of value `in` as value `out` (node n names the step): a post-op of the conv
+  // producing `in` when it has no other reader (`uses` readers all folded into this one).
+  void add_eltwise(const onnx::NodeProto& n, const std::string& in, const std::string& out,
+                   PostOp po, const std::string& tag_name, int uses = 1) {
+    if (Step* c = fusable_conv(in, uses)) {
       c->post.push_back(po);
       c->tags.push_back("+" + tag_name);
-      rename(*c, n.output(0));
+      rename(*c, out);
       return;
     }
     Step s;
@@ -509,10 +539,50 @@ class Builder {
     s.a = po.alpha;
     s.bb = po.beta;
     s.slope = po.slope;
-    s.in = {f32(n.input(0))};
-    s.out = new_val(n.output(0), p_.vals[s.in[0]].dims);
+    s.in = {f32(in)};
+    s.out = new_val(out, p_.vals[s.in[0]].dims);
     add_step(std::move(s));
-    rt_[n.output(0)].val = p_.ir.back().out;
+    rt_[out].val = p_.ir.back().out;
+  }
+
+  static PostOp elt_post_op(alg algo, float alpha = 0.f, float beta = 0.f) {
+    PostOp po;
+    po.kind = PostOp::kElt;
+    po.algo = algo;
+    po.alpha = alpha;
+    po.beta = beta;
+    return po;
+  }
+
+  // HardSigmoid(x) = clip(alpha x + beta, 0, 1) (oneDNN 2.6 has no such eltwise): linear then
+  // clip, as two post-ops of the producing conv or two eltwise steps. x * HardSigmoid(x) with
+  // alpha 1/6, beta 1/2 is HardSwish (how MobileNetV3's hardswish exports): one eltwise.
+  void hard_sigmoid(const onnx::NodeProto& n) {
+    Attrs a{n};
+    const float alpha = a.f("alpha", 0.2f), beta = a.f("beta", 0.5f);
+    const std::string& x = n.input(0);
+    if (std::fabs(alpha - 1.f / 6.f) < 1e-6f && beta == 0.5f) {
+      const onnx::NodeProto* m = sole_consumer(n.output(0));
+      auto it = consumers_.find(x);
+      if (m && m->op_type() == "Mul" && it != consumers_.end() && it->second == 2 &&
+          ((m->input(0) == x && m->input(1) == n.output(0)) ||
+           (m->input(1) == x && m->input(0) == n.output(0)))) {
+        add_eltwise(*m, x, m->output(0), elt_post_op(alg::eltwise_hardswish), "hardswish", 2);
+        fused_.insert(m);
+        return;
+      }
+    }
+    const PostOp lin = elt_post_op(alg::eltwise_linear, alpha, beta);
+    const PostOp clip = elt_post_op(alg::eltwise_clip, 0.f, 1.f);
+    if (Step* c = fusable_conv(x)) {
+      c->post.push_back(lin);
+      c->post.push_back(clip);
+      c->tags.push_back("+hardsigmoid");
+      rename(*c, n.output(0));
+      return;
+    }
+    add_eltwise(n, x, n.output(0) + "#linear", lin, "linear");
+    add_eltwise(n, n.output(0) + "#linear", n.output(0), clip, "clip");
   }
 
   void eltwise(const onnx::NodeProto& n) {
@@ -602,6 +672,7 @@ class Builder {
         return;
       }
     }
+    if ((t == "Mul" || t == "Div") && scaled_matmul(n)) return;
     Step s;
     s.kind = Step::kBinary;
     s.op = t;
@@ -637,6 +708,7 @@ class Builder {
         return aten(n);
       }
     s.out = new_val(n.output(0), dx);
+    aten_inputs(n, s);
     add_step(std::move(s));
     rt_[n.output(0)].val = p_.ir.back().out;
   }
@@ -646,8 +718,52 @@ class Builder {
     for (size_t i = 0; i < dx.size(); ++i)
       if (!(dy[i] == dx[i] || dy[i] == 1)) return aten(n);
     s.out = new_val(n.output(0), dx);
+    aten_inputs(n, s);
     add_step(std::move(s));
     rt_[n.output(0)].val = p_.ir.back().out;
+  }
+
+  // MatMul followed by a Mul (or Div) with a constant scalar, attention's q k^T / sqrt(d): the
+  // scalar becomes the matmul's output scale (one pass over a map that can be the largest of
+  // the network: N x heads x HW x HW' at stage 1 of SegFormer).
+  bool scaled_matmul(const onnx::NodeProto& n) {
+    const bool c0 = is_const(n.input(0)), c1 = is_const(n.input(1));
+    if (c0 == c1 || (c0 && n.op_type() == "Div")) return false;
+    const at::Tensor c = cst(n.input(c0 ? 0 : 1));
+    if (c.numel() != 1 || !c.is_floating_point()) return false;
+    Step* mm = sole_producer(n.input(c0 ? 1 : 0), Step::kMatmul);
+    if (!mm) return false;
+    Step& m = *mm;
+    // the output dims must not change by broadcasting against the scalar's rank
+    if (c.dim() > static_cast<int64_t>(p_.vals[m.out].dims.size())) return false;
+    const float k = n.op_type() == "Mul" ? c.item<float>() : 1.f / c.item<float>();
+    if (m.alpha.empty()) m.alpha.assign(1, 1.f);
+    for (float& a : m.alpha) a *= k;
+    m.tags.push_back(n.op_type() == "Mul" ? "*scale" : "/scale");
+    rename(m, n.output(0));
+    return true;
+  }
+
+  // Makes step s (its values s.in already chosen, in any order) runnable as node n on ATen too:
+  // lowering falls back to that where oneDNN has only a reference kernel (binary ops
+  // broadcasting along the last axis of a plain tensor, as in a decomposed LayerNorm).
+  void aten_inputs(const onnx::NodeProto& n, Step& s) {
+    s.node = &n;
+    s.const_in.clear();
+    s.in_slot.clear();
+    for (const auto& i : n.input()) {
+      if (is_const(i)) {
+        s.const_in.push_back(cst(i));
+        s.in_slot.push_back(-1);
+        continue;
+      }
+      const int v = rt_.at(i).val;
+      const auto k = std::find(s.in.begin(), s.in.end(), v);
+      SEGSLIM_CHECK(k != s.in.end(), opt_.origin, ": ", node_name(n), ": input ", i,
+                    " is not among the step's values");
+      s.const_in.push_back(at::Tensor());
+      s.in_slot.push_back(static_cast<int>(k - s.in.begin()));
+    }
   }
 
   // The output dims of Concat node n over the values s.in (sets s.axis).
@@ -712,13 +828,16 @@ class Builder {
               homogeneous && (po.kind == PostOp::kPrelu ||
                               (po.kind == PostOp::kElt &&
                                (po.algo == alg::eltwise_relu || po.algo == alg::eltwise_clip)));
-      if (homogeneous) {
-        Val& v = p_.vals[c->out];
+      // the producer writes int8 at the Concat's scale itself: an int8 conv whose post-ops
+      // commute with the scaling, or an int8-in pooling (it quantizes its mean)
+      Step* producer = homogeneous ? c : fusable_int8_pool(i);
+      if (producer) {
+        Val& v = p_.vals[producer->out];
         v.type = type;
         v.scale = scale;
         v.zp = 0;
-        c->tags.push_back(std::string("->") + (type == dt::u8 ? "u8" : "s8") + "(concat)");
-        s.in.push_back(c->out);
+        producer->tags.push_back(std::string("->") + (type == dt::u8 ? "u8" : "s8") + "(concat)");
+        s.in.push_back(producer->out);
         continue;
       }
       Step qs;
@@ -744,12 +863,7 @@ class Builder {
     s.out = new_val(n.output(0), d, type);
     p_.vals[s.out].scale = scale;
     s.tags.push_back(type == dt::u8 ? "int8 u8" : "int8 s8");
-    add_step(std::move(s));
-    Ref r;
-    r.qval = p_.ir.back().out;
-    r.scale = scale;
-    r.zp = 0;
-    rt_[n.output(0)] = r;
+    add_int8_step(std::move(s), n.output(0), scale);
     return true;
   }
 
@@ -825,7 +939,19 @@ class Builder {
       s.scale = sr.scale;
       s.in = {sr.qval};
       s.tags.push_back("int8 in");
-      s.out = new_val(n.output(0), {sd[0], sd[1], out_sp[0], out_sp[1]});
+      // Quantized again (zero point 0): the kernel quantizes the mean, the Q is the identity.
+      const bool quantized = pq && (!pz.defined() || pz.item<int>() == 0);
+      const dt out_type = !quantized                                      ? dt::f32
+                          : pz.defined() && pz.scalar_type() == at::kChar ? dt::s8
+                                                                          : dt::u8;
+      s.out = new_val(n.output(0), {sd[0], sd[1], out_sp[0], out_sp[1]}, out_type);
+      if (quantized) {
+        const float q_scale = cst(pq->input(1)).item<float>();
+        p_.vals[s.out].scale = q_scale;
+        s.tags.push_back(out_type == dt::u8 ? "->u8" : "->s8");
+        add_int8_step(std::move(s), n.output(0), q_scale);
+        return;
+      }
       add_step(std::move(s));
       rt_[n.output(0)].val = p_.ir.back().out;
       return;
@@ -835,11 +961,7 @@ class Builder {
       s.out = new_val(n.output(0), {sd[0], sd[1], out_sp[0], out_sp[1]}, p_.vals[sr.qval].type);
       p_.vals[s.out].scale = sr.scale;
       s.tags.push_back("int8");
-      add_step(std::move(s));
-      Ref r;
-      r.qval = p_.ir.back().out;
-      r.scale = sr.scale;
-      rt_[n.output(0)] = r;
+      add_int8_step(std::move(s), n.output(0), sr.scale);
       return;
     }
     s.in = {f32(src)};
@@ -960,7 +1082,7 @@ class Builder {
     const Ref ra = rt_.at(n.input(0));
     if (!(ra.val < 0 && ra.qval >= 0 && !ra.is_q && ra.zp == 0)) return false;
     const int64_t cols = db.back();
-    s.alpha.assign(cols, ra.scale);
+    std::vector<float> alpha(cols, ra.scale);  // s.alpha only once the matmul is int8
     if (auto qi = qinfo_.find(n.input(1)); qi != qinfo_.end()) {
       const QInfo& q = qi->second;
       const int64_t rank = q.q.dim();
@@ -969,7 +1091,7 @@ class Builder {
       const bool axis_ok = q.scale.numel() == 1 || q.axis == rank - 1 || q.axis == -1;
       if (!sym || !axis_ok) return false;
       const auto sw = to_floats(q.scale);
-      for (int64_t c = 0; c < cols; ++c) s.alpha[c] *= sw[sw.size() == 1 ? 0 : c];
+      for (int64_t c = 0; c < cols; ++c) alpha[c] *= sw[sw.size() == 1 ? 0 : c];
       s.w = q.q.reshape(db).contiguous();
       s.in = {ra.qval};
     } else {
@@ -978,9 +1100,10 @@ class Builder {
       const Ref r = rb->second;
       if (!(r.val < 0 && r.qval >= 0 && !r.is_q && r.zp == 0) || p_.vals[r.qval].type != dt::s8)
         return false;
-      for (auto& a : s.alpha) a *= r.scale;
+      for (auto& a : alpha) a *= r.scale;
       s.in = {ra.qval, r.qval};
     }
+    s.alpha = std::move(alpha);
     s.int8 = true;
     s.tags.push_back(p_.vals[ra.qval].type == dt::u8 ? "int8 u8" : "int8 s8");
     return true;
@@ -1018,6 +1141,57 @@ class Builder {
                                 : alg::reduction_sum;
     add_step(std::move(s));
     rt_[n.output(0)].val = p_.ir.back().out;
+  }
+
+  // The only node reading `name` (nullptr when it has several readers or is a graph output).
+  const onnx::NodeProto* sole_consumer(const std::string& name) const {
+    if (!single_use(name)) return nullptr;
+    for (const auto& c : model_.graph().node())
+      for (const auto& i : c.input())
+        if (i == name) return &c;
+    return nullptr;
+  }
+
+  // Reshape [N,C,H,W] -> [N,C,H,k,W/k], then ReduceMean over the last axis without keepdims:
+  // the means of k groups of W/k columns, i.e. AveragePool with kernel and stride (1, W/k).
+  // That is how adaptive average pooling exports without fixed input sizes (PP-LiteSeg's
+  // SPPM, tools/zoo): one pooling step instead of a copy of the whole map and an ATen mean.
+  bool grouped_row_mean(const onnx::NodeProto& n) {
+    if (is_const(n.input(0)) || !is_const(n.input(1)) || Attrs{n}.i("allowzero", 0) != 0)
+      return false;
+    const onnx::NodeProto* m = sole_consumer(n.output(0));
+    if (!m || m->op_type() != "ReduceMean" || Attrs{*m}.i("keepdims", 1) != 0) return false;
+    std::vector<int64_t> axes = Attrs{*m}.ints("axes");
+    if (m->input_size() > 1 && !m->input(1).empty()) {
+      if (!is_const(m->input(1))) return false;
+      axes = ops::to_int_vector(cst(m->input(1)));
+    }
+    if (axes != std::vector<int64_t>{-1} && axes != std::vector<int64_t>{4}) return false;
+    const std::vector<int64_t> d = dims_of(n.input(0));
+    std::vector<int64_t> shape = ops::to_int_vector(cst(n.input(1)));
+    if (d.size() != 4 || shape.size() != 5 || d[3] <= 0) return false;
+    for (size_t i = 0; i < 3; ++i)
+      if (shape[i] == 0) shape[i] = d[i];
+    const int64_t k = shape[3];
+    if (k <= 0 || d[3] % k != 0) return false;
+    if (shape[4] == -1) shape[4] = d[3] / k;
+    if (shape != std::vector<int64_t>{d[0], d[1], d[2], k, d[3] / k}) return false;
+    Step s;
+    s.kind = Step::kPool;
+    s.op = "AveragePool";
+    s.name = node_name(n) + "+" + node_name(*m);
+    s.kernel = {1, d[3] / k};
+    s.strides = s.kernel;
+    s.pl = {0, 0};
+    s.pr = {0, 0};
+    s.algo = alg::pooling_avg_exclude_padding;
+    s.tags.push_back("grouped row mean");
+    s.in = {f32(n.input(0))};
+    s.out = new_val(m->output(0), {d[0], d[1], d[2], k});
+    add_step(std::move(s));
+    rt_[m->output(0)].val = p_.ir.back().out;
+    fused_.insert(m);
+    return true;
   }
 
   // Softmax along one axis (opset 13's semantics; before 13, the same only for the last axis).
@@ -1112,6 +1286,7 @@ class Builder {
   std::unordered_map<std::string, QInfo> qinfo_;
   std::unordered_map<std::string, int> consumers_;
   std::set<std::string> outputs_;
+  std::set<const onnx::NodeProto*> fused_;  // nodes an earlier node's step computes
   std::unordered_map<std::string, Ref> rt_;
   std::vector<int> producer_;
   std::unordered_map<std::string, std::pair<std::string, std::vector<int64_t>>> pad_of_;

@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -27,11 +28,35 @@ __attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) void sc
     const int16_t* acc, float k, float* o, int64_t n) {
   for (int64_t c = 0; c < n; ++c) o[c] = static_cast<float>(acc[c]) * k;
 }
+// o = saturate(round_half_even(acc * k * inv)): the float mean acc * k as scale_out computes
+// it, then quantized like PyTorch's fake quantization (multiplying by the inverse scale).
+// Compiled like add_*: the baseline x86-64 has no vector rounding (SSE4.1), where the loop
+// would call nearbyintf per element.
+__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) void quantize_u8(
+    const int16_t* acc, float k, float inv, uint8_t* o, int64_t n) {
+  for (int64_t c = 0; c < n; ++c)
+    o[c] = static_cast<uint8_t>(
+        std::clamp(std::nearbyint(static_cast<float>(acc[c]) * k * inv), 0.f, 255.f));
+}
+__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) void quantize_s8(
+    const int16_t* acc, float k, float inv, int8_t* o, int64_t n) {
+  for (int64_t c = 0; c < n; ++c)
+    o[c] = static_cast<int8_t>(
+        std::clamp(std::nearbyint(static_cast<float>(acc[c]) * k * inv), -128.f, 127.f));
+}
+void quantize_out(const int16_t* acc, float k, float inv, uint8_t* o, int64_t n) {
+  quantize_u8(acc, k, inv, o, n);
+}
+void quantize_out(const int16_t* acc, float k, float inv, int8_t* o, int64_t n) {
+  quantize_s8(acc, k, inv, o, n);
+}
 void add(const uint8_t* p, int16_t* acc, int64_t n) { add_u8(p, acc, n); }
 void add(const int8_t* p, int16_t* acc, int64_t n) { add_s8(p, acc, n); }
 
 template <typename T>
-void pool(const T* src, float scale, float* dst, const Int8AvgPoolShape& s) {
+void pool(const T* src, float scale, void* dst, PoolOut out, float out_scale,
+          const Int8AvgPoolShape& s) {
+  const float inv = 1.f / out_scale;
   const int64_t C = s.c;
   at::parallel_for(0, s.n * s.oh, 1, [&](int64_t begin, int64_t end) {
     std::vector<int16_t> acc(static_cast<size_t>(C));
@@ -48,8 +73,19 @@ void pool(const T* src, float scale, float* dst, const Int8AvgPoolShape& s) {
         // Padding included: the full window (the engine refuses windows that reach past the
         // padding, ceil_mode with count_include_pad); else the valid taps only.
         const int64_t count = s.count_include_pad ? s.kh * s.kw : (yb - ya) * (xb - xa);
-        scale_out(acc.data(), scale / static_cast<float>(std::max<int64_t>(count, 1)),
-                  dst + ((b * s.oh + oy) * s.ow + ox) * C, C);
+        const float k = scale / static_cast<float>(std::max<int64_t>(count, 1));
+        const int64_t at = ((b * s.oh + oy) * s.ow + ox) * C;
+        switch (out) {
+          case PoolOut::kF32:
+            scale_out(acc.data(), k, static_cast<float*>(dst) + at, C);
+            break;
+          case PoolOut::kU8:
+            quantize_out(acc.data(), k, inv, static_cast<uint8_t*>(dst) + at, C);
+            break;
+          case PoolOut::kS8:
+            quantize_out(acc.data(), k, inv, static_cast<int8_t*>(dst) + at, C);
+            break;
+        }
       }
     }
   });
@@ -57,14 +93,16 @@ void pool(const T* src, float scale, float* dst, const Int8AvgPoolShape& s) {
 
 }  // namespace
 
-void avg_pool_int8_nhwc(const void* src, bool src_unsigned, float scale, float* dst,
-                        const Int8AvgPoolShape& s) {
+void avg_pool_int8_nhwc(const void* src, bool src_unsigned, float scale, void* dst, PoolOut out,
+                        float out_scale, const Int8AvgPoolShape& s) {
   SEGSLIM_CHECK(s.kh * s.kw <= 128, "avg_pool_int8_nhwc: a ", s.kh, "x", s.kw,
                 " window could overflow the int16 sums");
+  SEGSLIM_CHECK(out == PoolOut::kF32 || out_scale > 0, "avg_pool_int8_nhwc: output scale ",
+                out_scale, " must be positive");
   if (src_unsigned) {
-    pool(static_cast<const uint8_t*>(src), scale, dst, s);
+    pool(static_cast<const uint8_t*>(src), scale, dst, out, out_scale, s);
   } else {
-    pool(static_cast<const int8_t*>(src), scale, dst, s);
+    pool(static_cast<const int8_t*>(src), scale, dst, out, out_scale, s);
   }
 }
 

@@ -14,6 +14,7 @@
 
 #include "common/error.h"
 #include "engine/bilinear_resize.h"
+#include "engine/channel_reduce.h"
 #include "engine/int8_avg_pool.h"
 #include "engine/plan.h"
 #include "ops/registry.h"
@@ -50,9 +51,13 @@ class Lowering {
   }
   static std::string impl(const dnnl::primitive_desc_base& pd) { return pd.impl_info_str(); }
 
-  // A value with exactly layout `want` (same dims and type): itself, or a reorder of it.
+  // A value with exactly layout `want` (same dims and type): itself, or a reorder of it, made
+  // once for all the consumers that want that layout (values are written once, so the copy
+  // stays valid; the memory plan keeps it until its last reader).
   int ensure(int v, const memory::desc& want) {
     if (md(v) == want) return v;
+    for (const auto& r : reorders_)
+      if (r.src == v && r.md == want) return r.out;
     Val nv = p_.vals[v];
     nv.md = want;
     nv.has_md = true;
@@ -75,6 +80,7 @@ class Lowering {
     e.line = "Reorder " + p_.vals[v].name + " (layout)";
     p_.lines.push_back(e.line);
     p_.execs.push_back(std::move(e));
+    reorders_.push_back({v, want, out});
     return out;
   }
 
@@ -452,7 +458,8 @@ class Lowering {
     const std::vector<int64_t> id = p_.vals[s.in[0]].dims, od = p_.vals[s.out].dims;
     const dt type = p_.vals[s.in[0]].type;
     const int src = ensure(s.in[0], memory::desc(mdims(id), type, tag::acdb));
-    set_md(s.out, memory::desc(mdims(od), dt::f32, tag::acdb));
+    const dt out_type = p_.vals[s.out].type;  // f32, or int8 at the consumer's scale
+    set_md(s.out, memory::desc(mdims(od), out_type, tag::acdb));
     Int8AvgPoolShape shape{id[0],
                            id[1],
                            id[2],
@@ -471,13 +478,18 @@ class Lowering {
     const int out = s.out;
     const float scale = s.scale;
     const bool u8 = type == dt::u8;
-    e.custom = [plan, src, out, shape, scale, u8] {
+    const PoolOut kind = out_type == dt::f32  ? PoolOut::kF32
+                         : out_type == dt::u8 ? PoolOut::kU8
+                                              : PoolOut::kS8;
+    const float out_scale = p_.vals[s.out].scale;
+    e.custom = [plan, src, out, shape, scale, u8, kind, out_scale] {
       avg_pool_int8_nhwc(plan->mems[src].get_data_handle(), u8, scale,
-                         static_cast<float*>(plan->mems[out].get_data_handle()), shape);
+                         plan->mems[out].get_data_handle(), kind, out_scale, shape);
     };
     e.reads = {src};
     e.writes = {out};
-    push(std::move(e), s, "int8 sum, f32 mean nhwc");
+    push(std::move(e), s,
+         kind == PoolOut::kF32 ? "int8 sum, f32 mean nhwc" : "int8 sum, requantized mean nhwc");
   }
 
   void concat(Step& s) {
@@ -566,6 +578,9 @@ class Lowering {
     }
     dnnl::binary::desc d(s.algo, md(a), bmd, md(a));
     dnnl::binary::primitive_desc pd(d, eng_);
+    // oneDNN's reference kernel (e.g. broadcasting along the last axis of a plain tensor, a
+    // decomposed LayerNorm's x - mean) is tens of times slower than ATen's.
+    if (impl(pd).rfind("ref", 0) == 0 && s.node) return aten(s);
     set_md(s.out, pd.dst_desc());
     Exec e;
     e.prim = dnnl::binary(pd);
@@ -628,7 +643,7 @@ class Lowering {
     const memory::desc dmd(mdims(od), dt::f32, plain_tag(od.size()));
     const memory::desc bmd = b_const ? memory::desc(mdims(bd), b_type, tag::any) : bplain;
     dnnl::primitive_attr attr;
-    if (s.int8) {
+    if (!s.alpha.empty()) {  // int8: alpha_c = s_a * s_w[c]; f32: a folded scalar
       const bool per_column =
           std::any_of(s.alpha.begin(), s.alpha.end(), [&](float v) { return v != s.alpha[0]; });
       if (per_column) {
@@ -656,10 +671,48 @@ class Lowering {
 
   void reduce(Step& s) {
     const int src = s.in[0];
+    const auto& d = p_.vals[src].dims;
+    const auto& od = p_.vals[s.out].dims;
+    if (d.size() == 4 && od[0] == d[0] && od[1] == 1 && od[2] == d[2] && od[3] == d[3])
+      return channel_reduce(s);
     const memory::desc dmd(mdims(p_.vals[s.out].dims), dt::f32, tag::any);
     dnnl::reduction::primitive_desc pd(dnnl::reduction::desc(s.algo, md(src), dmd, 0.f, 0.f), eng_);
     if (impl(pd).rfind("ref", 0) == 0) return aten(s);
     push_unary<dnnl::reduction>(s, src, pd);
+  }
+
+  // A reduction over the channels only: our kernel (channel_reduce.h) on the layout the
+  // producer wrote (NCHW, NHWC or nChw16c; anything else is reordered to NHWC).
+  void channel_reduce(Step& s) {
+    const std::vector<int64_t> d = p_.vals[s.in[0]].dims;  // copies: ensure() grows p_.vals
+    const std::vector<int64_t> od = p_.vals[s.out].dims;
+    int src = s.in[0];
+    ChannelLayout layout = ChannelLayout::kNhwc;
+    if (md(src) == memory::desc(mdims(d), dt::f32, tag::aBcd16b)) {
+      layout = ChannelLayout::kNChw16c;
+    } else if (md(src) == memory::desc(mdims(d), dt::f32, tag::abcd)) {
+      layout = ChannelLayout::kNchw;
+    } else {
+      src = ensure(src, memory::desc(mdims(d), dt::f32, tag::acdb));
+    }
+    set_md(s.out, memory::desc(mdims(od), dt::f32, tag::abcd));
+    const ChannelReduceOp op = s.algo == alg::reduction_max    ? ChannelReduceOp::kMax
+                               : s.algo == alg::reduction_mean ? ChannelReduceOp::kMean
+                                                               : ChannelReduceOp::kSum;
+    Exec e;
+    Plan* plan = &p_;
+    const int out = s.out;
+    e.custom = [plan, src, out, d, layout, op] {
+      reduce_channels(static_cast<const float*>(plan->mems[src].get_data_handle()),
+                      static_cast<float*>(plan->mems[out].get_data_handle()), d[0], d[1], d[2],
+                      d[3], layout, op);
+    };
+    e.reads = {src};
+    e.writes = {out};
+    push(std::move(e), s,
+         layout == ChannelLayout::kNChw16c ? "channels nChw16c"
+         : layout == ChannelLayout::kNchw  ? "channels nchw"
+                                           : "channels nhwc");
   }
 
   void softmax(Step& s) {
@@ -760,6 +813,13 @@ class Lowering {
     e.writes = outs;
     push(std::move(e), s, "");
   }
+
+  struct LayoutCopy {
+    int src;
+    memory::desc md;
+    int out;
+  };
+  std::vector<LayoutCopy> reorders_;  // made by ensure()
 
   Plan& p_;
   const dnnl::engine& eng_;

@@ -16,6 +16,7 @@ const std::set<std::string>& native_ops() {
                                        "Sigmoid",
                                        "Tanh",
                                        "HardSwish",
+                                       "HardSigmoid",
                                        "Elu",
                                        "Add",
                                        "Sub",

@@ -379,8 +379,8 @@ TEST(EngineFp32, EspnetBatchTwo) {
 // The STDC stride-2 module as PyTorch exports it (Pad -> AveragePool for
 // AvgPool2d(padding=1)) with pooling quantized (QuantAware [Conv, pool2d]): one int8 tensor
 // feeds both the strided conv and the pool, the conv before it writes int8, the pool reads
-// int8 with the padding folded in (a float mean, exact), and only its small output is
-// quantized for the Concat.
+// int8 with the padding folded in (a float mean, exact) and quantizes that mean itself to the
+// Concat's scale.
 TEST(EngineInt8, QuantizedPoolingRunsOnTheConvsInt8Output) {
   at::manual_seed(12);
   GraphBuilder b;
@@ -413,6 +413,11 @@ TEST(EngineInt8, QuantizedPoolingRunsOnTheConvsInt8Output) {
     const std::string d = joined(eng.describe());
     EXPECT_NE(d.find("Conv c1 int8 s8 +bias +relu ->s8"), std::string::npos) << d;
     EXPECT_NE(d.find("AveragePool pool +pad int8 in"), std::string::npos) << d;
+    // the pooled mean is quantized by the pool kernel, straight to the Concat's scale
+    EXPECT_TRUE(d.find("int8 in ->u8(concat)") != std::string::npos ||
+                d.find("int8 in ->s8(concat)") != std::string::npos)
+        << d;
+    EXPECT_EQ(d.find("QuantizeLinear p1"), std::string::npos) << d;
     EXPECT_EQ(d.find("Dequantize"), std::string::npos) << d;
     EXPECT_EQ(d.find("Pad"), std::string::npos) << d;
     // pooling not in int8_op_types: the pool reads the dequantized value (a DQ step added

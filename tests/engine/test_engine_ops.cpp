@@ -5,6 +5,7 @@
 
 #include "common/error.h"
 #include "engine/bilinear_resize.h"
+#include "engine/channel_reduce.h"
 #include "engine/engine_test_util.h"
 #include "engine/int8_avg_pool.h"
 
@@ -36,7 +37,9 @@ TEST(EngineOps, MatmulAndSoftmaxOnOnednn) {
   b.node("MatMul", "k", {"x", "wk"}, {"k"});
   b.node("MatMul", "v", {"x", "wv"}, {"v"});
   set_attr_ints(b.node("Transpose", "kt", {"k"}, {"kt"}), "perm", {0, 1, 3, 2});
-  b.node("MatMul", "scores", {"q", "kt"}, {"s"});
+  b.init("scale", at::tensor(0.408f));
+  b.node("MatMul", "scores", {"q", "kt"}, {"s0"});
+  b.node("Mul", "scaled", {"s0", "scale"}, {"s"});
   set_attr_int(b.node("Softmax", "softmax", {"s"}, {"p"}), "axis", -1);
   b.node("MatMul", "attend", {"p", "v"}, {"y"});
   b.output("y");
@@ -48,6 +51,10 @@ TEST(EngineOps, MatmulAndSoftmaxOnOnednn) {
     for (const char* step : {"MatMul q ", "MatMul scores ", "MatMul attend ", "Softmax softmax "})
       EXPECT_TRUE(has_line(eng, step)) << step << "\n" << joined(eng.describe());
     EXPECT_TRUE(has_line(eng, "Transpose kt aten")) << joined(eng.describe());
+    // the scalar Mul is the scores matmul's output scale
+    EXPECT_TRUE(has_line(eng, "MatMul scores f32 *scale") || has_line(eng, "MatMul scores *scale"))
+        << joined(eng.describe());
+    EXPECT_FALSE(has_line(eng, "Mul scaled")) << joined(eng.describe());
   }
 }
 
@@ -59,7 +66,9 @@ TEST(EngineOps, QdqMatmulRunsInt8) {
   b.init("wq", at::randn({8, 6}) * 0.4);
   b.init("wv", at::randn({8, 7}) * 0.4);
   b.node("MatMul", "q", {"x", "wq"}, {"q"});
-  b.node("MatMul", "v", {"x", "wv"}, {"v"});
+  b.init("temperature", at::tensor(2.5f));
+  b.node("MatMul", "v", {"x", "wv"}, {"v0"});
+  b.node("Div", "cooled", {"v0", "temperature"}, {"v"});  // folded into the int8 alpha
   set_attr_ints(b.node("Transpose", "qt", {"q"}, {"qt"}), "perm", {0, 1, 3, 2});
   b.node("MatMul", "scores", {"q", "qt"}, {"s"});
   set_attr_int(b.node("Softmax", "softmax", {"s"}, {"p"}), "axis", -1);
@@ -74,6 +83,7 @@ TEST(EngineOps, QdqMatmulRunsInt8) {
     expect_int8_match(eng, q, x);
     EXPECT_TRUE(has_line(eng, "MatMul q int8 s8")) << joined(eng.describe());
     EXPECT_TRUE(has_line(eng, "MatMul v int8 s8")) << joined(eng.describe());
+    EXPECT_FALSE(has_line(eng, "Div cooled")) << joined(eng.describe());
     EngineOptions f32_matmul;
     f32_matmul.int8_op_types = {"Conv"};
     Engine eng2(q, f32_matmul);
@@ -111,6 +121,119 @@ TEST(EngineOps, ReductionsOnOnednn) {
     eng.run(at::randn(shape));
     // never oneDNN's reference kernels: ATen's where oneDNN has nothing better
     EXPECT_FALSE(has_line(eng, "[ref")) << joined(eng.describe());
+  }
+}
+
+// The channel reduction kernel against ATen's mean / amax / sum over dim 1, in each layout it
+// reads: NCHW, NHWC and nChw16c with a partial last block whose padding lanes hold garbage
+// (they must not count). Negative values: a zero leaking in would change the max.
+TEST(EngineOps, ChannelReduceKernelMatchesAten) {
+  at::manual_seed(31);
+  using engine::ChannelLayout;
+  using engine::ChannelReduceOp;
+  for (const auto& d : std::vector<std::vector<int64_t>>{
+           {2, 19, 5, 7}, {1, 16, 3, 4}, {1, 1, 2, 3}, {3, 40, 1, 1}, {1, 5, 4, 33}}) {
+    const at::Tensor x = at::randn(d) - 3;
+    const int64_t blocks = (d[1] + 15) / 16;
+    // nChw16c: [N, C/16, H, W, 16], lanes past C filled with 1e6
+    at::Tensor padded = at::full({d[0], blocks * 16, d[2], d[3]}, 1e6f);
+    padded.narrow(1, 0, d[1]).copy_(x);
+    const at::Tensor blocked =
+        padded.view({d[0], blocks, 16, d[2], d[3]}).permute({0, 1, 3, 4, 2}).contiguous();
+    const std::vector<std::pair<ChannelLayout, at::Tensor>> layouts{
+        {ChannelLayout::kNchw, x.contiguous()},
+        {ChannelLayout::kNhwc, x.permute({0, 2, 3, 1}).contiguous()},
+        {ChannelLayout::kNChw16c, blocked}};
+    const std::vector<std::pair<ChannelReduceOp, at::Tensor>> ops{
+        {ChannelReduceOp::kMean, x.mean(1, true)},
+        {ChannelReduceOp::kMax, x.amax(1, true)},
+        {ChannelReduceOp::kSum, x.sum(1, true)}};
+    for (const auto& [layout, src] : layouts) {
+      for (const auto& [op, want] : ops) {
+        at::Tensor got = at::empty({d[0], 1, d[2], d[3]});
+        engine::reduce_channels(src.data_ptr<float>(), got.data_ptr<float>(), d[0], d[1], d[2],
+                                d[3], layout, op);
+        EXPECT_TRUE(at::allclose(got, want, 1e-5, 1e-5))
+            << d[1] << " channels, layout " << static_cast<int>(layout) << ", op "
+            << static_cast<int>(op) << ": max diff " << (got - want).abs().max().item<float>();
+      }
+    }
+  }
+}
+
+// Adaptive average pooling to k x k bins as tools/zoo exports it without fixed sizes (PP-LiteSeg's
+// SPPM): Reshape [N,C,H,k,W/k] + ReduceMean(-1) along W, Transpose, the same along H. Each
+// Reshape + ReduceMean pair becomes one pooling step; with keepdims (first pair) it is left to
+// ATen.
+TEST(EngineOps, GroupedRowMeanIsAPooling) {
+  at::manual_seed(33);
+  for (const int64_t keepdims : {0, 1}) {
+    GraphBuilder b;
+    const at::Tensor w = at::randn({24, 3, 3, 3}) * 0.3;
+    b.init("w", w);
+    b.init("shape", at::tensor({0L, 0L, 0L, 4L, -1L}));
+    set_attr_ints(b.node("Conv", "c", {"x", "w"}, {"c"}), "pads", {1, 1, 1, 1});
+    b.node("Reshape", "rw", {"c", "shape"}, {"rw"});
+    auto* mw = b.node("ReduceMean", "mw", {"rw"}, {"mw"});
+    set_attr_ints(mw, "axes", {-1});
+    set_attr_int(mw, "keepdims", keepdims);
+    if (keepdims) {  // [N,C,H,4,1] -> [N,C,H,4]
+      b.init("squeeze", at::tensor({0L, 0L, 0L, 4L}));
+      b.node("Reshape", "sq", {"mw", "squeeze"}, {"mw4"});
+    }
+    set_attr_ints(b.node("Transpose", "t1", {keepdims ? "mw4" : "mw"}, {"t1"}), "perm",
+                  {0, 1, 3, 2});
+    b.node("Reshape", "rh", {"t1", "shape"}, {"rh"});
+    auto* mh = b.node("ReduceMean", "mh", {"rh"}, {"mh"});
+    set_attr_ints(mh, "axes", {-1});
+    set_attr_int(mh, "keepdims", 0);
+    set_attr_ints(b.node("Transpose", "t2", {"mh"}, {"y"}), "perm", {0, 1, 3, 2});
+    b.output("y");
+    for (const auto& shape : std::vector<std::vector<int64_t>>{{2, 3, 8, 12}, {1, 3, 4, 4}}) {
+      const at::Tensor x = at::randn(shape);
+      expect_fp32_match(b.model, x, 1e-5);
+      // against ATen's adaptive pooling of the same conv output
+      Engine eng(b.model);
+      const at::Tensor want = at::adaptive_avg_pool2d(at::conv2d(x, w, {}, 1, 1), {4, 4});
+      EXPECT_TRUE(at::allclose(eng.run(x), want, 1e-5, 1e-5));
+      const std::string d = joined(eng.describe());
+      EXPECT_EQ(d.find("AveragePool rw+mw grouped row mean") != std::string::npos, keepdims == 0)
+          << d;
+      EXPECT_NE(d.find("AveragePool rh+mh grouped row mean"), std::string::npos) << d;
+      if (keepdims == 0) EXPECT_EQ(d.find("Reshape"), std::string::npos) << d;
+    }
+  }
+}
+
+// HardSigmoid (no oneDNN eltwise in 2.6): x * HardSigmoid(x; 1/6, 1/2) is MobileNetV3's
+// hardswish, one post-op of the conv; an SE-style gate HardSigmoid(0.2, 0.5) after a conv is
+// two post-ops (linear, clip); on the graph input, two eltwise steps.
+TEST(EngineOps, HardSigmoidAndHardSwishPattern) {
+  at::manual_seed(35);
+  GraphBuilder b;
+  b.init("w1", at::randn({8, 3, 3, 3}) * 0.8);
+  b.init("w2", at::randn({8, 8, 1, 1}) * 0.8);
+  set_attr_ints(b.node("Conv", "c1", {"x", "w1"}, {"c1"}), "pads", {1, 1, 1, 1});
+  auto* hs = b.node("HardSigmoid", "hs", {"c1"}, {"hs"});
+  set_attr_float(hs, "alpha", 1.f / 6.f);
+  set_attr_float(hs, "beta", 0.5f);
+  b.node("Mul", "hswish", {"c1", "hs"}, {"h"});
+  b.node("Conv", "c2", {"h", "w2"}, {"c2"});
+  b.node("HardSigmoid", "gate", {"c2"}, {"g"});  // defaults 0.2, 0.5
+  b.node("HardSigmoid", "in_gate", {"x"}, {"xg"});
+  b.node("ReduceMean", "xm", {"xg"}, {"xm"});  // [1,1,1,1]
+  b.node("Add", "y", {"g", "xm"}, {"y"});
+  b.output("y");
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{2, 3, 9, 7}, {1, 3, 1, 1}}) {
+    const at::Tensor x = at::randn(shape) * 4;
+    expect_fp32_match(b.model, x, 1e-5);
+    Engine eng(b.model);
+    eng.run(x);
+    const std::string d = joined(eng.describe());
+    EXPECT_TRUE(has_line(eng, "Conv c1 f32 +hardswish")) << d;
+    EXPECT_TRUE(has_line(eng, "Conv c2 f32 +hardsigmoid")) << d;
+    EXPECT_FALSE(has_line(eng, "Mul hswish")) << d;
+    EXPECT_FALSE(has_line(eng, "aten")) << d;
   }
 }
 
@@ -167,6 +290,10 @@ TEST(EngineOps, AnyExecutorOpRunsThroughAten) {
   eng.run(x);
   for (const char* step : {"Erf erf aten", "Split split aten", "Sqrt std aten"})
     EXPECT_TRUE(has_line(eng, step)) << step << "\n" << joined(eng.describe());
+  // x - mean and xc / std broadcast along the last axis of a plain tensor, where oneDNN has
+  // only its reference kernel: those binaries run on ATen (never oneDNN's "ref")
+  EXPECT_FALSE(has_line(eng, "[ref")) << joined(eng.describe());
+  EXPECT_TRUE(has_line(eng, "Sub center aten")) << joined(eng.describe());
 }
 
 TEST(EngineOps, RefusesIntegerResultsOnRuntimeTensorsAtLoad) {
@@ -186,15 +313,14 @@ TEST(EngineOps, RefusesIntegerResultsOnRuntimeTensorsAtLoad) {
 }
 
 // The kernel against ATen's upsample_bilinear2d(align_corners=false): integer and fractional
-// factors, odd sizes, a 1x1 source, downsampling.
+// factors, odd sizes, a 1x1 source, downsampling, and an output past 32 MB (written with
+// streaming stores) whose odd width leaves most rows unaligned.
 TEST(EngineOps, BilinearResizeKernelMatchesAten) {
   at::manual_seed(24);
-  const std::vector<std::vector<int64_t>> cases{// N C H W -> OH OW
-                                                {2, 19, 16, 32, 128, 256},
-                                                {1, 3, 5, 7, 11, 13},
-                                                {1, 2, 1, 1, 4, 3},
-                                                {1, 4, 9, 10, 5, 4},
-                                                {1, 1, 3, 3, 3, 3}};
+  const std::vector<std::vector<int64_t>> cases{
+      // N C H W -> OH OW
+      {2, 19, 16, 32, 128, 256}, {1, 3, 5, 7, 11, 13}, {1, 2, 1, 1, 4, 3},
+      {1, 4, 9, 10, 5, 4},       {1, 1, 3, 3, 3, 3},   {1, 2, 40, 61, 1600, 2999}};
   for (const auto& c : cases) {
     const at::Tensor x = at::randn({c[0], c[1], c[2], c[3]});
     at::Tensor got = at::empty({c[0], c[1], c[4], c[5]});
@@ -231,10 +357,27 @@ TEST(EngineOps, Int8AvgPoolKernelMatchesAtenOnDequantizedValues) {
     engine::Int8AvgPoolShape shape{c.in[0],      c.in[1], c.in[2],  c.in[3],  want.size(2),
                                    want.size(3), c.k,     c.k,      c.stride, c.stride,
                                    c.pad,        c.pad,   c.include};
-    engine::avg_pool_int8_nhwc(q_nhwc.data_ptr(), c.is_unsigned, scale, got.data_ptr<float>(),
-                               shape);
+    engine::avg_pool_int8_nhwc(q_nhwc.data_ptr(), c.is_unsigned, scale, got.data_ptr(),
+                               engine::PoolOut::kF32, 0.f, shape);
     EXPECT_TRUE(at::allclose(got.permute({0, 3, 1, 2}), want, 1e-5, 1e-6))
         << c.in[1] << " channels, include " << c.include;
+    // The mean quantized in the kernel: PyTorch's fake quantization of the reference mean (a
+    // scale that saturates both ends of the range). Float rounding of the sum may flip a tie.
+    const float out_scale = 0.021f;
+    for (const bool out_unsigned : {true, false}) {
+      const auto qtype = out_unsigned ? at::kByte : at::kChar;
+      at::Tensor got_q = at::empty({c.in[0], want.size(2), want.size(3), c.in[1]}, qtype);
+      engine::avg_pool_int8_nhwc(q_nhwc.data_ptr(), c.is_unsigned, scale, got_q.data_ptr(),
+                                 out_unsigned ? engine::PoolOut::kU8 : engine::PoolOut::kS8,
+                                 out_scale, shape);
+      const at::Tensor ref = at::fake_quantize_per_tensor_affine(
+          want, out_scale, 0, out_unsigned ? 0 : -128, out_unsigned ? 255 : 127);
+      const at::Tensor diff = (got_q.permute({0, 3, 1, 2}).to(at::kFloat) * out_scale - ref).abs();
+      EXPECT_LE(diff.max().item<float>(), out_scale * 1.001f) << c.in[1] << " channels";
+      EXPECT_LE((diff > out_scale / 2).sum().item<int64_t>(),
+                std::max<int64_t>(1, diff.numel() / 1000))
+          << c.in[1] << " channels, unsigned out " << out_unsigned;
+    }
   }
 }
 
