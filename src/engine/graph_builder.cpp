@@ -316,6 +316,7 @@ class Builder {
       v.type = type;
       v.scale = scale;
       v.zp = 0;
+      v.nonneg = ends_nonneg(*c);
       v.name = n.output(0);
       c->tags.push_back(std::string("->") + (u8 ? "u8" : "s8"));
       r.qval = c->out;
@@ -339,6 +340,7 @@ class Builder {
     q.out = new_val(n.output(0), p_.vals[q.in[0]].dims, type);
     p_.vals[q.out].scale = scale;
     p_.vals[q.out].zp = zp;
+    p_.vals[q.out].nonneg = zp == 0 && known_nonneg(q.in[0]);
     r.qval = q.out;
     add_step(std::move(q));
     rt_[n.output(0)] = r;
@@ -545,6 +547,20 @@ class Builder {
     rt_[out].val = p_.ir.back().out;
   }
 
+  // Whether conv c's output is >= 0 whatever its input: its last post-op is a ReLU (not leaky)
+  // or a Clip with a non-negative lower bound.
+  static bool ends_nonneg(const Step& c) {
+    if (c.post.empty()) return false;
+    const PostOp& p = c.post.back();
+    return p.kind == PostOp::kElt && ((p.algo == alg::eltwise_relu && p.alpha == 0.f) ||
+                                      (p.algo == alg::eltwise_clip && p.alpha >= 0.f));
+  }
+  // Whether value v is known to be >= 0: flagged, or the f32 output of a conv ending in a ReLU.
+  bool known_nonneg(int v) const {
+    if (p_.vals[v].nonneg) return true;
+    const int pi = producer_[v];
+    return pi >= 0 && p_.ir[pi].kind == Step::kConv && p_.ir[pi].out == v && ends_nonneg(p_.ir[pi]);
+  }
   static PostOp elt_post_op(alg algo, float alpha = 0.f, float beta = 0.f) {
     PostOp po;
     po.kind = PostOp::kElt;
@@ -836,6 +852,7 @@ class Builder {
         v.type = type;
         v.scale = scale;
         v.zp = 0;
+        v.nonneg = producer == c ? ends_nonneg(*c) : p_.vals[producer->in[0]].nonneg;
         producer->tags.push_back(std::string("->") + (type == dt::u8 ? "u8" : "s8") + "(concat)");
         s.in.push_back(producer->out);
         continue;
@@ -856,12 +873,15 @@ class Builder {
       }
       qs.out = new_val(i + "#q", p_.vals[qs.in[0]].dims, type);
       p_.vals[qs.out].scale = scale;
+      p_.vals[qs.out].nonneg = known_nonneg(qs.in[0]);
       s.in.push_back(qs.out);
       add_step(std::move(qs));
     }
     const std::vector<int64_t> d = concat_dims(n, s);
     s.out = new_val(n.output(0), d, type);
     p_.vals[s.out].scale = scale;
+    p_.vals[s.out].nonneg =
+        std::all_of(s.in.begin(), s.in.end(), [&](int v) { return p_.vals[v].nonneg; });
     s.tags.push_back(type == dt::u8 ? "int8 u8" : "int8 s8");
     add_int8_step(std::move(s), n.output(0), scale);
     return true;
@@ -948,6 +968,7 @@ class Builder {
       if (quantized) {
         const float q_scale = cst(pq->input(1)).item<float>();
         p_.vals[s.out].scale = q_scale;
+        p_.vals[s.out].nonneg = p_.vals[sr.qval].nonneg;  // a mean of values >= 0
         s.tags.push_back(out_type == dt::u8 ? "->u8" : "->s8");
         add_int8_step(std::move(s), n.output(0), q_scale);
         return;
@@ -960,6 +981,7 @@ class Builder {
       s.in = {sr.qval};
       s.out = new_val(n.output(0), {sd[0], sd[1], out_sp[0], out_sp[1]}, p_.vals[sr.qval].type);
       p_.vals[s.out].scale = sr.scale;
+      p_.vals[s.out].nonneg = p_.vals[sr.qval].nonneg;
       s.tags.push_back("int8");
       add_int8_step(std::move(s), n.output(0), sr.scale);
       return;

@@ -50,6 +50,11 @@ class Lowering {
     return s;
   }
   static std::string impl(const dnnl::primitive_desc_base& pd) { return pd.impl_info_str(); }
+  // m with data type t (the same layout).
+  static memory::desc with_type(memory::desc m, dt t) {
+    m.data.data_type = static_cast<dnnl_data_type_t>(t);
+    return m;
+  }
 
   // A value with exactly layout `want` (same dims and type): itself, or a reorder of it, made
   // once for all the consumers that want that layout (values are written once, so the copy
@@ -257,13 +262,16 @@ class Lowering {
     auto is_ref = [&](const dnnl::primitive_desc& p) {
       return impl(p).find("ref") != std::string::npos;
     };
+    // A non-negative s8 source (plan.h, Val::nonneg) is read as u8: the same bytes.
+    const bool as_u8 = s.int8 && sv.type == dt::s8 && sv.nonneg;
+    const dt src_type = as_u8 ? dt::u8 : sv.type;
     auto search = [&]() {
       const memory::desc nhwc_d(mdims(out.dims), dst_type, tag::acdb);
       const memory::desc dmd(mdims(out.dims), dst_type, tag::any);
-      const memory::desc nhwc_s(mdims(sv.dims), sv.type, tag::acdb);
-      const memory::desc any_s(mdims(sv.dims), sv.type, tag::any);
+      const memory::desc nhwc_s(mdims(sv.dims), src_type, tag::acdb);
+      const memory::desc any_s(mdims(sv.dims), src_type, tag::any);
       const std::vector<std::pair<memory::desc, memory::desc>> tries{
-          {md(src), nhwc_d}, {nhwc_s, nhwc_d}, {any_s, dmd}};
+          {with_type(md(src), src_type), nhwc_d}, {nhwc_s, nhwc_d}, {any_s, dmd}};
       dnnl::primitive_desc best;
       bool have = false;
       for (const auto& [a, d] : tries) {
@@ -347,7 +355,7 @@ class Lowering {
       p_.vals.push_back(tmp);
       conv_out = static_cast<int>(p_.vals.size()) - 1;
     }
-    const int src2 = ensure(src, pd.src_desc());
+    const int src2 = ensure(src, with_type(pd.src_desc(), sv.type));
     set_md(conv_out, pd.dst_desc());
 
     Exec e;
@@ -360,6 +368,7 @@ class Lowering {
       e.args[DNNL_ARG_BIAS] = const_mem(bmd, bias.data());
     }
     e.val_args[DNNL_ARG_SRC] = src2;
+    if (as_u8) e.arg_md[DNNL_ARG_SRC] = pd.src_desc();
     e.val_args[DNNL_ARG_DST] = s.out;
     e.reads = {src2};
     for (size_t i = 0; i < s.post.size(); ++i) {
@@ -376,7 +385,7 @@ class Lowering {
     e.val_args[DNNL_ARG_DST] = conv_out;
     e.writes = {conv_out};
     if (s.int8) ++p_.int8_steps;
-    push(std::move(e), s, impl(pd));
+    push(std::move(e), s, impl(pd) + (as_u8 ? ", s8 read as u8" : ""));
     // the split-off post-ops, in order, each its own step
     int cur = conv_out;
     for (size_t i = 0; i < tail.size(); ++i) {

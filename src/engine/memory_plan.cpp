@@ -60,7 +60,11 @@ void plan_memory(Plan& p, const dnnl::engine& eng) {
     }
   }
   for (auto& e : p.execs)
-    for (const auto& [arg, v] : e.val_args) e.args[arg] = p.mems[v];
+    for (const auto& [arg, v] : e.val_args) {
+      auto re = e.arg_md.find(arg);
+      e.args[arg] =
+          re == e.arg_md.end() ? p.mems[v] : memory(re->second, eng, p.mems[v].get_data_handle());
+    }
 }
 
 }  // namespace segslim::engine

@@ -73,6 +73,11 @@ struct Val {
   memory::desc md;
   bool has_md = false;
   bool external = false;  // the graph input: bound per run
+  // s8 values known to lie in [0, 127] (an int8-out conv ending in ReLU, pooled or
+  // concatenated such values): their bytes read as u8 are the same numbers, and int8
+  // convolutions take u8 sources faster (no s8 compensation; oneDNN 2.6's brgemm depthwise
+  // kernel exists only for u8).
+  bool nonneg = false;
 };
 
 struct PostOp {
@@ -142,6 +147,8 @@ struct Exec {
   dnnl::primitive prim;
   std::unordered_map<int, int> val_args;  // dnnl arg -> val id
   std::unordered_map<int, memory> args;   // constant args, then all args after planning
+  // args bound with another descriptor over the value's buffer (a non-negative s8 read as u8)
+  std::unordered_map<int, memory::desc> arg_md;
   std::function<void()> custom;
   std::vector<int> reads, writes;
   std::string line;

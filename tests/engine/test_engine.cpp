@@ -418,6 +418,17 @@ TEST(EngineInt8, QuantizedPoolingRunsOnTheConvsInt8Output) {
                 d.find("int8 in ->s8(concat)") != std::string::npos)
         << d;
     EXPECT_EQ(d.find("QuantizeLinear p1"), std::string::npos) << d;
+    // c1 ends in a ReLU, so its s8 output lies in [0, 127]: c2 reads it as u8 (same bytes),
+    // and c3 the Concat of two such values
+    for (const std::string conv : {"Conv c2 ", "Conv c3 "}) {
+      bool found = false;
+      for (const auto& line : eng.describe())
+        if (line.rfind(conv, 0) == 0) {
+          found = true;
+          EXPECT_NE(line.find("s8 read as u8"), std::string::npos) << line;
+        }
+      EXPECT_TRUE(found) << conv << "\n" << d;
+    }
     EXPECT_EQ(d.find("Dequantize"), std::string::npos) << d;
     EXPECT_EQ(d.find("Pad"), std::string::npos) << d;
     // pooling not in int8_op_types: the pool reads the dequantized value (a DQ step added
