@@ -70,9 +70,20 @@ for m, p, f in rows:
 p50 = {k: statistics.median(v) for k, v in p50.items()}
 models = list(dict.fromkeys(m for m, _, _ in rows))
 
-def miou(m, p):
+def evaluation(m, p):
     f = os.path.join(out, m, f"eval_{p}.json")
-    return f"{100 * json.load(open(f))['miou']:.2f}" if os.path.exists(f) else "-"
+    return json.load(open(f)) if os.path.exists(f) else None
+
+def miou(m, p):
+    e = evaluation(m, p)
+    return f"{100 * e['miou']:.2f}" if e else "-"
+
+def miou_source(m):  # what the mIoU was measured on, from the evaluations themselves
+    for p in ("fp32", "int8"):
+        e = evaluation(m, p)
+        if e:
+            yield (f"{names.get(m, m)} {p.upper()}: {e['model']} on {e['data']} "
+                   f"({e['num_images']} val images, {e['engine']} engine)")
 
 def slow_steps(m):  # the non-convolution steps that cost most in INT8 (from --profile)
     txt = open(os.path.join(out, f"bench_{m}_int8_r1.txt")).read()
@@ -97,6 +108,9 @@ for m in models:
                      f"non-convolution INT8 steps: {slow_steps(m)}")
     table[m] = {"shape": shape[m], "fp32_ms": f, "int8_ms": q, "int8_speedup": speedup,
                 "miou_fp32": miou(m, "fp32"), "miou_int8": miou(m, "int8")}
+sources = [f"- {line}" for m in models for line in miou_source(m)]
+if sources:
+    lines += ["", "mIoU measured by `segslim eval --json` (output/zoo/NAME/eval_*.json):"] + sources
 if notes:
     lines += ["", "Notes:"] + notes
 open("bench/results/benchmark_table.md", "w").write("\n".join(lines) + "\n")
