@@ -133,11 +133,7 @@ QatResult train_qat(const QatSetup& s) {
     }
   };
 
-  LoopSetup ls;
-  static_cast<TrainingRun&>(ls) = s;
-  ls.tag = "qat";
-  ls.model = &student;
-  ls.group = &group;
+  const LoopSetup ls(s, "qat", &student, &group);
 
   LoopHooks hooks;
   hooks.export_model = [&] { return passes::export_qdq(student.export_model()); };

@@ -43,8 +43,8 @@ __attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) void bl
 // blend_row with non-temporal (streaming) stores: the output goes to memory without first
 // being read into the cache (a normal store of a line not in cache reads it: twice the memory
 // traffic) and without evicting the source rows. Worth it only when the output is far larger
-// than the caches and nothing reads it soon: the network's output map (160 MB at 19x1024x2048,
-// measured 13 ms -> 7 ms at 2 threads). Aligns to 64 bytes with plain stores first.
+// than the caches and nothing reads it soon: the network's output map (160 MB at 19x1024x2048;
+// `segslim bench --profile` shows its Resize step). Aligns to 64 bytes with plain stores first.
 __attribute__((target("avx512f"))) void blend_row_stream_avx512(const float* a, const float* b,
                                                                 float w, float* o, int64_t n) {
   int64_t x = 0;

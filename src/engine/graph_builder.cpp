@@ -189,16 +189,10 @@ class Builder {
   }
   // The only consumer of `name` when it is a QuantizeLinear with constant per-tensor scale.
   const onnx::NodeProto* q_consumer(const std::string& name) const {
-    if (!single_use(name)) return nullptr;
-    for (const auto& c : model_.graph().node())
-      for (const auto& i : c.input())
-        if (i == name) {
-          if (c.op_type() != "QuantizeLinear") return nullptr;
-          const at::Tensor sc = cst(c.input(1));
-          if (!sc.defined() || sc.numel() != 1) return nullptr;
-          return &c;
-        }
-    return nullptr;
+    const onnx::NodeProto* c = sole_consumer(name);
+    if (!c || c->op_type() != "QuantizeLinear") return nullptr;
+    const at::Tensor sc = cst(c->input(1));
+    return sc.defined() && sc.numel() == 1 ? c : nullptr;
   }
 
   void rename(Step& s, const std::string& name) {

@@ -582,14 +582,15 @@ class Lowering {
       bmd = memory::desc(mdims(s.cst.sizes().vec()), dt::f32, plain_tag(s.cst.dim()));
     } else {
       b = s.in[1];
-      if (p_.vals[b].dims == p_.vals[a].dims) b = ensure(b, md(a));
-      bmd = md(b);
+      // same shape: b in a's layout (reordered below, once the kernel is known)
+      bmd = p_.vals[b].dims == p_.vals[a].dims ? md(a) : md(b);
     }
     dnnl::binary::desc d(s.algo, md(a), bmd, md(a));
     dnnl::binary::primitive_desc pd(d, eng_);
     // oneDNN's reference kernel (e.g. broadcasting along the last axis of a plain tensor, a
     // decomposed LayerNorm's x - mean) is tens of times slower than ATen's.
     if (impl(pd).rfind("ref", 0) == 0 && s.node) return aten(s);
+    if (b >= 0) b = ensure(b, bmd);
     set_md(s.out, pd.dst_desc());
     Exec e;
     e.prim = dnnl::binary(pd);

@@ -16,11 +16,7 @@ FitResult train_fp32(const FitSetup& s) {
   const std::string input_name = model.input_names().at(0);
   const int64_t ignore_index = s.train_data->spec().ignore_index;
 
-  LoopSetup ls;
-  static_cast<TrainingRun&>(ls) = s;
-  ls.tag = "train";
-  ls.model = &model;
-  ls.group = &group;
+  const LoopSetup ls(s, "train", &model, &group);
 
   LoopHooks hooks;
   hooks.before_loop = [&] { model.set_training(true); };

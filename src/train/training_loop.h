@@ -14,6 +14,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "config/compress_config.h"
@@ -46,6 +47,12 @@ struct TrainingRun {
 };
 
 struct LoopSetup : TrainingRun {
+  LoopSetup() = default;
+  // The trainer's run, with `group` (the run's own, or the caller's single-process stand-in).
+  LoopSetup(const TrainingRun& run, std::string tag, Executor* model, dist::Group* group)
+      : TrainingRun(run), tag(std::move(tag)), model(model) {
+    this->group = group;
+  }
   std::string tag = "train";  // progress and log prefix
   Executor* model = nullptr;  // trained in place; its training mode is the caller's choice
 };
