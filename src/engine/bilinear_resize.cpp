@@ -29,13 +29,13 @@ struct Taps {
 
 // r[x] = src[lo[x]] + w[x] * (src[hi[x]] - src[lo[x]]): gathers, vectorized where the CPU has
 // AVX2 / AVX-512 (picked at run time).
-__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) void lerp_row(
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void lerp_row(
     const float* src, const int64_t* lo, const int64_t* hi, const float* w, float* r, int64_t n) {
   for (int64_t x = 0; x < n; ++x) r[x] = src[lo[x]] + w[x] * (src[hi[x]] - src[lo[x]]);
 }
 
 // o = a + w * (b - a), vectorized like lerp_row.
-__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) void blend_row(
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void blend_row(
     const float* a, const float* b, float w, float* o, int64_t n) {
   for (int64_t x = 0; x < n; ++x) o[x] = a[x] + w * (b[x] - a[x]);
 }

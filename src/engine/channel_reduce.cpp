@@ -14,11 +14,11 @@ namespace {
 
 // acc[i] = op(acc[i], x[i]) over a row of pixels: the whole cost of the NCHW and nChw16c
 // cases, vectorized for AVX-512 / AVX2 picked at run time.
-__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) void accumulate_sum(
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void accumulate_sum(
     const float* x, float* acc, int64_t n) {
   for (int64_t i = 0; i < n; ++i) acc[i] += x[i];
 }
-__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) void accumulate_max(
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void accumulate_max(
     const float* x, float* acc, int64_t n) {
   for (int64_t i = 0; i < n; ++i) acc[i] = std::max(acc[i], x[i]);
 }

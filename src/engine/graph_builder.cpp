@@ -324,6 +324,14 @@ class Builder {
       }
       return;
     }
+    if (auto it = rt_.find(n.input(0)); zp == 0 && it != rt_.end() && it->second.val >= 0) {
+      const int qv = quantized_tail(it->second.val, scale, type, n.output(0));
+      if (qv >= 0) {
+        r.qval = qv;
+        rt_[n.output(0)] = r;
+        return;
+      }
+    }
     Step q;
     q.kind = Step::kQuant;
     q.op = "QuantizeLinear";
@@ -494,6 +502,7 @@ class Builder {
         return;
       }
     }
+    if (concat_affine(n, a, c)) return;
     // Standalone: a depthwise 1x1 convolution with weight a_c and bias c_c, so activations
     // and residual adds after it fuse like after any conv.
     const auto& d = dims_of(n.input(0));
@@ -521,6 +530,16 @@ class Builder {
   // producing `in` when it has no other reader (`uses` readers all folded into this one).
   void add_eltwise(const onnx::NodeProto& n, const std::string& in, const std::string& out,
                    PostOp po, const std::string& tag_name, int uses = 1) {
+    // a PRelu / (leaky) ReLU after a concat + BatchNormalization: the same pass
+    if (Step* t = sole_producer(in, Step::kConcatAffine, uses);
+        t && t->slope.empty() && t->qouts.empty() &&
+        (po.kind == PostOp::kPrelu || (po.kind == PostOp::kElt && po.algo == alg::eltwise_relu))) {
+      t->slope =
+          po.kind == PostOp::kPrelu ? po.slope : std::vector<float>(t->affine_a.size(), po.alpha);
+      t->tags.push_back("+" + tag_name);
+      rename(*t, out);
+      return;
+    }
     if (Step* c = fusable_conv(in, uses)) {
       c->post.push_back(po);
       c->tags.push_back("+" + tag_name);
@@ -851,6 +870,10 @@ class Builder {
         s.in.push_back(producer->out);
         continue;
       }
+      if (const int qv = r.val >= 0 ? quantized_tail(r.val, scale, type, i + "#q") : -1; qv >= 0) {
+        s.in.push_back(qv);
+        continue;
+      }
       Step qs;
       qs.kind = Step::kQuant;
       qs.op = "QuantizeLinear";
@@ -1157,6 +1180,84 @@ class Builder {
                                 : alg::reduction_sum;
     add_step(std::move(s));
     rt_[n.output(0)].val = p_.ir.back().out;
+  }
+
+  // The node writing `name` (nullptr for the graph input and constants).
+  const onnx::NodeProto* onnx_producer(const std::string& name) const {
+    for (const auto& c : model_.graph().node())
+      for (const auto& o : c.output())
+        if (o == name) return &c;
+    return nullptr;
+  }
+
+  // Concat -> [Add of a residual] -> BatchNormalization, where nothing else reads the float
+  // concatenation (ESPNet's blocks and its BR modules): one concat_affine step
+  // (concat_affine.h) reads the pieces and the residual once and writes the normalized map;
+  // the PRelu / ReLU after it (add_eltwise) and QuantizeLinear nodes of its output
+  // (quantized_tail) join the same pass. The step takes the place of the Add (or the Concat),
+  // where all its inputs are ready.
+  bool concat_affine(const onnx::NodeProto& n, const std::vector<float>& a,
+                     const std::vector<float>& c) {
+    const std::string& x = n.input(0);
+    const onnx::NodeProto* pn = onnx_producer(x);
+    if (!pn) return false;
+    std::string cat_name = x;
+    Step* add = nullptr;
+    if (pn->op_type() == "Add") {
+      add = sole_producer(x, Step::kBinary);
+      if (!add || add->algo != alg::binary_add || add->cst.defined() || add->in.size() != 2)
+        return false;
+      cat_name.clear();
+      for (int k = 0; k < 2 && cat_name.empty(); ++k) {
+        const onnx::NodeProto* q = onnx_producer(pn->input(k));
+        if (q && q->op_type() == "Concat") cat_name = pn->input(k);
+      }
+      if (cat_name.empty()) return false;
+    }
+    Step* cat = sole_producer(cat_name, Step::kConcat);
+    if (!cat || cat->axis != 1 || p_.vals[cat->out].dims.size() != 4) return false;
+    const std::vector<int64_t> d = p_.vals[cat->out].dims;
+    int residual = -1;
+    if (add) {
+      const int k = add->in[0] == cat->out ? 1 : 0;
+      if (add->in[1 - k] != cat->out || p_.vals[add->in[k]].dims != d) return false;
+      residual = add->in[k];
+    }
+    Step f;
+    f.kind = Step::kConcatAffine;
+    f.op = "ConcatAffine";
+    f.name = node_name(n);
+    f.in = cat->in;
+    f.residual = residual;
+    f.affine_a = a;
+    f.affine_c = c;
+    f.tags = {str_cat("concat of ", cat->in.size()), add ? "+residual +bn" : "+bn"};
+    f.out = new_val(n.output(0), d);
+    Step& host = add ? *add : *cat;
+    if (add) cat->removed = true;
+    host = std::move(f);
+    producer_[host.out] = static_cast<int>(&host - p_.ir.data());
+    rt_[n.output(0)].val = host.out;
+    return true;
+  }
+
+  // The quantized output (zero point 0, `type` at `scale`) of the concat_affine step writing
+  // float value v, added to that step (it writes Q(v) in the same pass), or -1 when v comes
+  // from elsewhere.
+  int quantized_tail(int v, float scale, dt type, const std::string& name) {
+    const int pi = producer_[v];
+    if (pi < 0 || p_.ir[pi].kind != Step::kConcatAffine || p_.ir[pi].out != v) return -1;
+    for (int q : p_.ir[pi].qouts)
+      if (p_.vals[q].type == type && p_.vals[q].scale == scale) return q;
+    const int q = new_val(name, p_.vals[v].dims, type);
+    Step& s = p_.ir[pi];
+    p_.vals[q].scale = scale;
+    p_.vals[q].nonneg = !s.slope.empty() && std::all_of(s.slope.begin(), s.slope.end(),
+                                                        [](float k) { return k == 0.f; });
+    s.qouts.push_back(q);
+    producer_[q] = pi;
+    s.tags.push_back(type == dt::u8 ? "->u8" : "->s8");
+    return q;
   }
 
   // The only node reading `name` (nullptr when it has several readers or is a graph output).

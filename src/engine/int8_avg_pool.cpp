@@ -16,15 +16,15 @@ namespace {
 // acc[c] += p[c] over one window position. int16 accumulators: a window sums at most
 // kh * kw values of magnitude <= 255, checked by the caller to fit. Compiled for AVX-512BW and
 // AVX2 besides the baseline, picked at run time (the loop is the whole cost of the kernel).
-__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) void add_u8(
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void add_u8(
     const uint8_t* p, int16_t* acc, int64_t n) {
   for (int64_t c = 0; c < n; ++c) acc[c] = static_cast<int16_t>(acc[c] + p[c]);
 }
-__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) void add_s8(
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void add_s8(
     const int8_t* p, int16_t* acc, int64_t n) {
   for (int64_t c = 0; c < n; ++c) acc[c] = static_cast<int16_t>(acc[c] + p[c]);
 }
-__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) void scale_out(
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void scale_out(
     const int16_t* acc, float k, float* o, int64_t n) {
   for (int64_t c = 0; c < n; ++c) o[c] = static_cast<float>(acc[c]) * k;
 }
@@ -32,13 +32,13 @@ __attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) void sc
 // it, then quantized like PyTorch's fake quantization (multiplying by the inverse scale).
 // Compiled like add_*: the baseline x86-64 has no vector rounding (SSE4.1), where the loop
 // would call nearbyintf per element.
-__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) void quantize_u8(
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void quantize_u8(
     const int16_t* acc, float k, float inv, uint8_t* o, int64_t n) {
   for (int64_t c = 0; c < n; ++c)
     o[c] = static_cast<uint8_t>(
         std::clamp(std::nearbyint(static_cast<float>(acc[c]) * k * inv), 0.f, 255.f));
 }
-__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) void quantize_s8(
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void quantize_s8(
     const int16_t* acc, float k, float inv, int8_t* o, int64_t n) {
   for (int64_t c = 0; c < n; ++c)
     o[c] = static_cast<int8_t>(

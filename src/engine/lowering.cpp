@@ -15,6 +15,7 @@
 #include "common/error.h"
 #include "engine/bilinear_resize.h"
 #include "engine/channel_reduce.h"
+#include "engine/concat_affine.h"
 #include "engine/int8_avg_pool.h"
 #include "engine/plan.h"
 #include "ops/registry.h"
@@ -137,6 +138,7 @@ class Lowering {
   }
 
   void lower(Step& s) {
+    if (s.removed) return;
     switch (s.kind) {
       case Step::kConv:
         return conv(s);
@@ -164,6 +166,8 @@ class Lowering {
         return reduce(s);
       case Step::kInt8AvgPool:
         return int8_avg_pool(s);
+      case Step::kConcatAffine:
+        return concat_affine(s);
       case Step::kAten:
         return aten(s);
     }
@@ -499,6 +503,81 @@ class Lowering {
     e.writes = {out};
     push(std::move(e), s,
          kind == PoolOut::kF32 ? "int8 sum, f32 mean nhwc" : "int8 sum, requantized mean nhwc");
+  }
+
+  // Whether a step after ir[from] reads value v (an input, a residual post-op operand, a
+  // concat_affine's residual) or v is the graph output.
+  bool read_after(int v, size_t from) const {
+    if (v == p_.output_val) return true;
+    for (size_t k = from + 1; k < p_.ir.size(); ++k) {
+      const Step& t = p_.ir[k];
+      if (t.removed) continue;
+      if (std::count(t.in.begin(), t.in.end(), v) || t.residual == v) return true;
+      for (const auto& po : t.post)
+        if (po.kind == PostOp::kAdd && po.val == v) return true;
+    }
+    return false;
+  }
+
+  static ElemType elem_type(dt t) {
+    return t == dt::f32 ? ElemType::kF32 : t == dt::s8 ? ElemType::kS8 : ElemType::kU8;
+  }
+
+  // All values channels-last; the float output only when something reads it.
+  void concat_affine(Step& s) {
+    const size_t index = static_cast<size_t>(&s - p_.ir.data());
+    const std::vector<int64_t> d = p_.vals[s.out].dims;
+    auto nhwc = [&](int v) {
+      return ensure(v, memory::desc(mdims(p_.vals[v].dims), p_.vals[v].type, tag::acdb));
+    };
+    struct Ref {
+      int val;
+      ElemType type;
+      float scale;
+      int64_t channels;
+    };
+    auto ref = [&](int v) {
+      const Val& x = p_.vals[v];
+      return Ref{v, elem_type(x.type), x.type == dt::f32 ? 1.f : x.scale, x.dims[1]};
+    };
+    Exec e;
+    std::vector<Ref> pieces, outs;
+    for (int v : s.in) {
+      pieces.push_back(ref(nhwc(v)));
+      e.reads.push_back(pieces.back().val);
+    }
+    Ref residual{-1, ElemType::kF32, 1.f, 0};
+    if (s.residual >= 0) {
+      residual = ref(nhwc(s.residual));
+      e.reads.push_back(residual.val);
+    }
+    std::vector<int> written;
+    if (read_after(s.out, index)) written.push_back(s.out);
+    for (int q : s.qouts) written.push_back(q);
+    for (int v : written) {
+      set_md(v, memory::desc(mdims(d), p_.vals[v].type, tag::acdb));
+      outs.push_back(ref(v));
+      e.writes.push_back(v);
+    }
+    Plan* plan = &p_;
+    const int64_t pixels = d[0] * d[2] * d[3], channels = d[1];
+    e.custom = [plan, pieces, residual, outs, pixels, channels, a = s.affine_a, c = s.affine_c,
+                slope = s.slope] {
+      ConcatAffineArgs args;
+      auto data = [&](int v) { return plan->mems[v].get_data_handle(); };
+      for (const auto& p : pieces)
+        args.pieces.push_back({data(p.val), p.type, p.scale, p.channels});
+      if (residual.val >= 0)
+        args.residual = {data(residual.val), residual.type, residual.scale, residual.channels};
+      for (const auto& o : outs) args.outs.push_back({data(o.val), o.type, o.scale});
+      args.a = a.data();
+      args.b = c.data();
+      args.slope = slope.empty() ? nullptr : slope.data();
+      args.pixels = pixels;
+      args.channels = channels;
+      concat_affine_nhwc(args);
+    };
+    push(std::move(e), s, "one pass nhwc");
   }
 
   void concat(Step& s) {

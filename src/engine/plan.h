@@ -109,6 +109,7 @@ struct Step {
     kSoftmax,
     kReduce,
     kInt8AvgPool,
+    kConcatAffine,
     kAten
   };
   Kind kind;
@@ -135,6 +136,12 @@ struct Step {
   // quant
   float scale = 1;
   int zp = 0;
+  // concat + affine (concat_affine.h): `in` are the pieces, `slope` the activation (empty:
+  // none); the quantized outputs are int8 values, each with its own scale
+  int residual = -1;                      // value added to the concatenation, or -1
+  std::vector<float> affine_a, affine_c;  // y = a_c * x + c_c
+  std::vector<int> qouts;
+  bool removed = false;  // folded into a later step: nothing to lower
   // aten
   const onnx::NodeProto* node = nullptr;
   std::vector<at::Tensor> const_in;  // per node input: defined = constant

@@ -352,6 +352,66 @@ TEST(EngineFp32, EspnetLikeBlockBatchThree) {
   const at::Tensor all = eng.run(x);
   for (int64_t i = 0; i < 3; ++i)
     EXPECT_TRUE(close_to_scale(all[i], eng.run(x.slice(0, i, i + 1))[0], 1e-5)) << i;
+  // each Concat -> [residual Add] -> BN -> PRelu tail is one pass: no concat, add, BN or
+  // PRelu step of its own
+  const std::string d = joined(eng.describe());
+  EXPECT_NE(d.find("ConcatAffine bn concat of 3 +bn +prelu [one pass nhwc]"), std::string::npos)
+      << d;
+  EXPECT_NE(d.find("ConcatAffine bn2 concat of 2 +residual +bn +prelu [one pass nhwc]"),
+            std::string::npos)
+      << d;
+  for (const auto& line : eng.describe())
+    for (const std::string op : {"Concat ", "BatchNormalization ", "PRelu ", "Add res"})
+      EXPECT_NE(line.rfind(op, 0), 0u) << line;
+}
+
+// The ESPNet block quantized at its convolutions' inputs: the Concat -> residual Add -> BN ->
+// PRelu tail writes, in its one pass, the float map (the next block's residual), the int8 input
+// of the next conv and the int8 piece of a later int8 Concat, each at its own scale: no
+// QuantizeLinear steps, the same numbers as the fake-quant graph.
+TEST(EngineInt8, EspnetLikeTailQuantizesInItsPass) {
+  at::manual_seed(13);
+  GraphBuilder b;
+  b.init("w0", at::randn({16, 3, 3, 3}) * 0.3);
+  b.init("w1", at::randn({8, 16, 1, 1}) * 0.3);
+  b.init("wd1", at::randn({8, 8, 3, 3}) * 0.2);
+  b.init("wd2", at::randn({8, 8, 3, 3}) * 0.2);
+  b.init("g", at::rand({16}) + 0.5);
+  b.init("be", at::randn({16}) * 0.2);
+  b.init("m", at::randn({16}) * 0.1);
+  b.init("v", at::rand({16}) + 0.5);
+  b.init("slope", at::rand({16, 1, 1}) * 0.3);
+  b.init("w2", at::randn({16, 16, 3, 3}) * 0.2);
+  b.init("w3", at::randn({5, 32, 1, 1}) * 0.3);
+  set_attr_ints(b.node("Conv", "c0", {"x", "w0"}, {"c0"}), "pads", {1, 1, 1, 1});
+  b.node("Conv", "c1", {"c0", "w1"}, {"c1"});
+  set_attr_ints(b.node("Conv", "d1", {"c1", "wd1"}, {"d1"}), "pads", {1, 1, 1, 1});
+  auto* d2 = b.node("Conv", "d2", {"c1", "wd2"}, {"d2"});
+  set_attr_ints(d2, "pads", {2, 2, 2, 2});
+  set_attr_ints(d2, "dilations", {2, 2});
+  b.node("Add", "a2", {"d1", "d2"}, {"a2"});  // hierarchical sum
+  set_attr_int(b.node("Concat", "cat", {"d1", "a2"}, {"cat"}), "axis", 1);
+  b.node("Add", "res", {"cat", "c0"}, {"r"});
+  b.node("BatchNormalization", "bn", {"r", "g", "be", "m", "v"}, {"bn"});
+  b.node("PRelu", "p", {"bn", "slope"}, {"p"});
+  set_attr_ints(b.node("Conv", "c2", {"p", "w2"}, {"c2"}), "pads", {1, 1, 1, 1});
+  b.node("Add", "res2", {"c2", "p"}, {"y2"});  // p as a float residual
+  set_attr_int(b.node("Concat", "cat2", {"p", "y2"}, {"cat2"}), "axis", 1);
+  b.node("Conv", "c3", {"cat2", "w3"}, {"y"});
+  b.output("y");
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{2, 3, 20, 22}, {1, 3, 9, 13}}) {
+    const at::Tensor x = at::randn(shape);
+    const auto q = quantize(b.model, x);
+    Engine eng(q);
+    expect_int8_match(eng, q, x);
+    const std::string d = joined(eng.describe());
+    EXPECT_NE(d.find("ConcatAffine bn concat of 2 +residual +bn +prelu ->s8 ->s8"),
+              std::string::npos)
+        << d;
+    EXPECT_EQ(d.find("QuantizeLinear p"), std::string::npos) << d;
+    EXPECT_EQ(d.find("PRelu"), std::string::npos) << d;
+    EXPECT_NE(d.find("Concat cat2 int8 s8"), std::string::npos) << d;
+  }
 }
 
 TEST(EngineFp32, EspnetBatchTwo) {

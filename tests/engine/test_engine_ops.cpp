@@ -6,6 +6,7 @@
 #include "common/error.h"
 #include "engine/bilinear_resize.h"
 #include "engine/channel_reduce.h"
+#include "engine/concat_affine.h"
 #include "engine/engine_test_util.h"
 #include "engine/int8_avg_pool.h"
 
@@ -378,6 +379,95 @@ TEST(EngineOps, Int8AvgPoolKernelMatchesAtenOnDequantizedValues) {
                 std::max<int64_t>(1, diff.numel() / 1000))
           << c.in[1] << " channels, unsigned out " << out_unsigned;
     }
+  }
+}
+
+// Concat (f32, s8 and u8 pieces of odd widths) + residual + per-channel affine + PRelu in one
+// pass, written as f32, s8 and u8, against ATen on the dequantized NCHW tensors and PyTorch's
+// fake quantization. Pixel counts that do not fill the kernel's tiles, with and without a
+// residual and an activation, and a single channel.
+TEST(EngineOps, ConcatAffineKernelMatchesAten) {
+  at::manual_seed(29);
+  using engine::ElemType;
+  struct Piece {
+    int64_t c;
+    ElemType type;
+  };
+  struct Case {
+    std::vector<int64_t> nhw;
+    std::vector<Piece> pieces;
+    ElemType residual;  // kF32 / kS8, or kU8 = no residual
+    bool prelu;
+  };
+  const std::vector<Case> cases{
+      {{2, 7, 5},
+       {{3, ElemType::kF32}, {25, ElemType::kS8}, {28, ElemType::kU8}},
+       ElemType::kF32,
+       true},
+      {{1, 45, 61}, {{16, ElemType::kF32}, {3, ElemType::kF32}}, ElemType::kU8, true},
+      {{3, 4, 9},
+       {{64, ElemType::kS8}, {64, ElemType::kF32}, {3, ElemType::kF32}},
+       ElemType::kS8,
+       false},
+      {{1, 1, 1}, {{1, ElemType::kF32}}, ElemType::kU8, false}};
+  for (const auto& c : cases) {
+    const int64_t N = c.nhw[0], H = c.nhw[1], W = c.nhw[2];
+    int64_t C = 0;
+    for (const auto& p : c.pieces) C += p.c;
+    std::vector<at::Tensor> stored, real;  // NHWC as the kernel reads them; NCHW dequantized
+    engine::ConcatAffineArgs args;
+    auto make = [&](int64_t ch, ElemType type, float scale) {
+      at::Tensor t = type == ElemType::kF32  ? at::randn({N, H, W, ch}) * 2
+                     : type == ElemType::kS8 ? at::randint(-128, 128, {N, H, W, ch}).to(at::kChar)
+                                             : at::randint(0, 256, {N, H, W, ch}).to(at::kByte);
+      stored.push_back(t);
+      real.push_back((type == ElemType::kF32 ? t : t.to(at::kFloat) * scale).permute({0, 3, 1, 2}));
+      return engine::AffineInput{t.data_ptr(), type, scale, ch};
+    };
+    for (const auto& p : c.pieces) args.pieces.push_back(make(p.c, p.type, 0.013f));
+    at::Tensor x = at::cat(real, 1);
+    if (c.residual != ElemType::kU8) {
+      args.residual = make(C, c.residual, 0.021f);
+      x = x + real.back();
+    }
+    const at::Tensor a = at::rand({C}) + 0.5, b = at::randn({C}), slope = at::rand({C}) * 0.3;
+    args.a = a.data_ptr<float>();
+    args.b = b.data_ptr<float>();
+    at::Tensor want = x * a.view({1, C, 1, 1}) + b.view({1, C, 1, 1});
+    if (c.prelu) {
+      args.slope = slope.data_ptr<float>();
+      want = at::where(want >= 0, want, want * slope.view({1, C, 1, 1}));
+    }
+    const float s8_scale = 0.05f, u8_scale = 0.02f;  // both saturate part of the range
+    at::Tensor f32 = at::empty({N, H, W, C}), s8 = at::empty({N, H, W, C}, at::kChar),
+               u8 = at::empty({N, H, W, C}, at::kByte);
+    args.outs = {{s8.data_ptr(), ElemType::kS8, s8_scale},
+                 {f32.data_ptr(), ElemType::kF32, 1.f},
+                 {u8.data_ptr(), ElemType::kU8, u8_scale}};
+    args.pixels = N * H * W;
+    args.channels = C;
+    engine::concat_affine_nhwc(args);
+    const std::string what = str_cat(C, " channels, ", N * H * W, " pixels");
+    EXPECT_TRUE(at::allclose(f32.permute({0, 3, 1, 2}), want, 1e-5, 1e-5)) << what;
+    for (const auto& [got, scale, lo, hi] :
+         {std::tuple{s8, s8_scale, -128, 127}, std::tuple{u8, u8_scale, 0, 255}}) {
+      const at::Tensor ref = at::fake_quantize_per_tensor_affine(want, scale, 0, lo, hi);
+      const at::Tensor diff = (got.permute({0, 3, 1, 2}).to(at::kFloat) * scale - ref).abs();
+      EXPECT_LE(diff.max().item<float>(), scale * 1.001f) << what;
+      // a tie may round the other way after float rounding of the affine; nothing else
+      EXPECT_LE((diff > scale / 2).sum().item<int64_t>(), std::max<int64_t>(1, diff.numel() / 1000))
+          << what;
+      if (want.numel() > 100)
+        EXPECT_GT(
+            (ref == hi * scale).sum().item<int64_t>() + (ref == lo * scale).sum().item<int64_t>(),
+            0)
+            << what << ": the case should saturate";
+    }
+    // the same without a float output (the scratch path)
+    at::Tensor s8b = at::empty_like(s8);
+    args.outs = {{s8b.data_ptr(), ElemType::kS8, s8_scale}};
+    engine::concat_affine_nhwc(args);
+    EXPECT_TRUE(at::equal(s8b, s8)) << what;
   }
 }
 

@@ -1,0 +1,147 @@
+#include "engine/concat_affine.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
+#include "common/error.h"
+
+namespace segslim::engine {
+
+namespace {
+
+// Per-pixel loops over the channels, inlined into run_pixels below. The pointers are
+// __restrict: an int8 store may alias anything as far as the compiler knows, and would keep
+// these loops scalar.
+#define SEGSLIM_INLINE inline __attribute__((always_inline))
+
+// x = dequantized s (kAdd false) or x += it (kAdd true), n values.
+template <bool kAdd, typename T>
+SEGSLIM_INLINE void read(const T* __restrict s, float k, float* __restrict x, int64_t n) {
+  for (int64_t c = 0; c < n; ++c) {
+    const float v = std::is_same_v<T, float> ? static_cast<float>(s[c]) : s[c] * k;
+    x[c] = kAdd ? x[c] + v : v;
+  }
+}
+// n values of `in` from element `at` on.
+template <bool kAdd>
+SEGSLIM_INLINE void read(const AffineInput& in, int64_t at, float* x, int64_t n) {
+  switch (in.type) {
+    case ElemType::kF32:
+      return read<kAdd>(static_cast<const float*>(in.data) + at, in.scale, x, n);
+    case ElemType::kS8:
+      return read<kAdd>(static_cast<const int8_t*>(in.data) + at, in.scale, x, n);
+    case ElemType::kU8:
+      return read<kAdd>(static_cast<const uint8_t*>(in.data) + at, in.scale, x, n);
+  }
+}
+SEGSLIM_INLINE void affine(const float* __restrict a, const float* __restrict b,
+                           float* __restrict x, int64_t n) {
+  for (int64_t c = 0; c < n; ++c) x[c] = a[c] * x[c] + b[c];
+}
+SEGSLIM_INLINE void affine_prelu(const float* __restrict a, const float* __restrict b,
+                                 const float* __restrict slope, float* __restrict x, int64_t n) {
+  for (int64_t c = 0; c < n; ++c) {
+    const float y = a[c] * x[c] + b[c], neg = slope[c] * y;  // both: a select, no branch
+    x[c] = y >= 0.f ? y : neg;
+  }
+}
+SEGSLIM_INLINE void store(const float* __restrict x, float* __restrict o, int64_t n) {
+  for (int64_t c = 0; c < n; ++c) o[c] = x[c];
+}
+SEGSLIM_INLINE void store_s8(const float* __restrict x, float inv, int8_t* __restrict o,
+                             int64_t n) {
+  for (int64_t c = 0; c < n; ++c)
+    o[c] = static_cast<int8_t>(std::clamp(std::nearbyint(x[c] * inv), -128.f, 127.f));
+}
+SEGSLIM_INLINE void store_u8(const float* __restrict x, float inv, uint8_t* __restrict o,
+                             int64_t n) {
+  for (int64_t c = 0; c < n; ++c)
+    o[c] = static_cast<uint8_t>(std::clamp(std::nearbyint(x[c] * inv), 0.f, 255.f));
+}
+
+// The coefficients repeated for a tile of `pixels` pixels: the tile's rows are contiguous in
+// every full-width tensor (residual, outputs), so the affine, activation and stores run as
+// long flat loops even where a pixel has only a few channels (ESPNet's first BR module: 19).
+struct TiledCoefficients {
+  int64_t pixels;
+  std::vector<float> a, b, slope;
+  TiledCoefficients(const ConcatAffineArgs& args, int64_t tile) : pixels(tile) {
+    const int64_t C = args.channels;
+    for (int64_t p = 0; p < tile; ++p) {
+      a.insert(a.end(), args.a, args.a + C);
+      b.insert(b.end(), args.b, args.b + C);
+      if (args.slope) slope.insert(slope.end(), args.slope, args.slope + C);
+    }
+  }
+};
+
+// Pixels [begin, end) tile by tile: the whole computation in one function, compiled for
+// x86-64-v4 (AVX-512: Intel since Skylake-SP, AMD since Zen 4) and AVX2 besides the baseline
+// and picked at run time (the baseline x86-64 has no vector rounding for the quantized stores).
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void run_pixels(
+    const ConcatAffineArgs& args, const TiledCoefficients& k, const AffineOutput* f32_out,
+    int64_t begin, int64_t end, float* scratch) {
+  const int64_t C = args.channels;
+  for (int64_t t0 = begin; t0 < end; t0 += k.pixels) {
+    const int64_t n = std::min(k.pixels, end - t0) * C;  // elements in this tile
+    float* x = f32_out ? static_cast<float*>(f32_out->data) + t0 * C : scratch;
+    for (int64_t px = t0; px < t0 + n / C; ++px) {
+      int64_t off = (px - t0) * C;
+      for (const auto& p : args.pieces) {
+        read<false>(p, px * p.channels, x + off, p.channels);
+        off += p.channels;
+      }
+    }
+    if (args.residual.data) read<true>(args.residual, t0 * C, x, n);
+    if (args.slope) {
+      affine_prelu(k.a.data(), k.b.data(), k.slope.data(), x, n);
+    } else {
+      affine(k.a.data(), k.b.data(), x, n);
+    }
+    for (const auto& o : args.outs) {
+      if (&o == f32_out) continue;
+      switch (o.type) {
+        case ElemType::kF32:
+          store(x, static_cast<float*>(o.data) + t0 * C, n);
+          break;
+        case ElemType::kS8:
+          store_s8(x, 1.f / o.scale, static_cast<int8_t*>(o.data) + t0 * C, n);
+          break;
+        case ElemType::kU8:
+          store_u8(x, 1.f / o.scale, static_cast<uint8_t*>(o.data) + t0 * C, n);
+          break;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void concat_affine_nhwc(const ConcatAffineArgs& args) {
+  const int64_t C = args.channels;
+  int64_t sum = 0;
+  for (const auto& p : args.pieces) sum += p.channels;
+  SEGSLIM_CHECK(sum == C, "concat_affine_nhwc: the pieces have ", sum, " channels, the output ", C);
+  SEGSLIM_CHECK(!args.residual.data || args.residual.channels == C,
+                "concat_affine_nhwc: the residual has ", args.residual.channels,
+                " channels, the output ", C);
+  SEGSLIM_CHECK(args.a && args.b, "concat_affine_nhwc: no affine coefficients");
+  for (const auto& o : args.outs)
+    SEGSLIM_CHECK(o.type == ElemType::kF32 || o.scale > 0, "concat_affine_nhwc: output scale ",
+                  o.scale, " must be positive");
+  // The float output (when there is one) is the scratch: computed in place.
+  const AffineOutput* f32_out = nullptr;
+  for (const auto& o : args.outs)
+    if (o.type == ElemType::kF32 && !f32_out) f32_out = &o;
+  const TiledCoefficients k(args, std::max<int64_t>(1, 2048 / C));
+  at::parallel_for(0, args.pixels, k.pixels, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(f32_out ? 0 : static_cast<size_t>(k.pixels * C));
+    run_pixels(args, k, f32_out, begin, end, scratch.data());
+  });
+}
+
+}  // namespace segslim::engine

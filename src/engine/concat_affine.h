@@ -1,0 +1,48 @@
+#pragma once
+// One pass over a channels-last feature map for the tail of ESPNet's blocks:
+//   x = Concat(pieces along C) [+ residual];  y = a_c * x + b_c  (a BatchNormalization);
+//   y = y >= 0 ? y : slope_c * y  (PRelu; ReLU is slope 0; optional)
+// written as float and/or quantized (QuantizeLinear, zero point 0) at up to a few scales.
+// As separate steps this is a concat, an add, a depthwise 1x1, a prelu and a quantize: five
+// trips through memory over a float map (ESPNet-CamVid: about half of its INT8 latency);
+// here each piece is read once and each output written once. oneDNN 2.6 has no such fusion:
+// a per-channel PReLU post-op sends its convolutions to reference kernels.
+#include <cstdint>
+#include <vector>
+
+namespace segslim::engine {
+
+enum class ElemType { kF32, kS8, kU8 };
+
+// A channels-last tensor of `pixels` rows of `channels` values; int8 ones dequantize as
+// q * scale (zero point 0).
+struct AffineInput {
+  const void* data = nullptr;
+  ElemType type = ElemType::kF32;
+  float scale = 1.f;
+  int64_t channels = 0;
+};
+
+// An output row-major like the inputs with all channels; int8 ones are
+// saturate(round_half_even(y / scale)), computed as y * (1 / scale) like PyTorch's fake
+// quantization.
+struct AffineOutput {
+  void* data = nullptr;
+  ElemType type = ElemType::kF32;
+  float scale = 1.f;
+};
+
+struct ConcatAffineArgs {
+  std::vector<AffineInput> pieces;  // concatenated along C in order; channels sum to `channels`
+  AffineInput residual;             // data null: none; else `channels` channels
+  const float* a = nullptr;         // per channel
+  const float* b = nullptr;
+  const float* slope = nullptr;  // null: no activation
+  std::vector<AffineOutput> outs;
+  int64_t pixels = 0, channels = 0;
+};
+
+// Threads: ATen's.
+void concat_affine_nhwc(const ConcatAffineArgs& args);
+
+}  // namespace segslim::engine
