@@ -120,16 +120,44 @@ QdqModel insert_qdq(const onnx::ModelProto& model, const QuantPolicy& policy) {
     use(node.input(1), i, 1, true, weight_axis(node, proto.dims_size()));
   }
 
-  // Build the Q/DQ nodes and initializers.
+  // Activations read by a Concat whose output is quantized too take the Concat's scale
+  // (QuantPolicy::share_concat_scales), through Concats of Concats.
+  std::map<std::string, std::string> tied;  // tensor -> the Concat output whose scale it uses
+  if (policy.share_concat_scales)
+    for (const auto& n : graph->node()) {
+      if (n.op_type() != "Concat" || n.output_size() < 1 || !index_of.count(n.output(0))) continue;
+      for (const auto& in : n.input()) {
+        auto it = index_of.find(in);
+        if (it != index_of.end() && !pending[it->second].site.is_weight && in != n.output(0) &&
+            !tied.count(in))
+          tied[in] = n.output(0);
+      }
+    }
+  auto owner = [&](std::string t) {  // the site whose scale `t` uses
+    for (size_t hops = 0; tied.count(t) && hops <= tied.size(); ++hops) t = tied.at(t);
+    return t;
+  };
+
+  // Build the Q/DQ nodes and initializers: the scale and zero point of each owner first.
   std::set<std::string> taken = detail::used_names(*graph);
+  for (auto& p : pending)
+    if (owner(p.site.tensor) == p.site.tensor) {
+      p.site.scale = detail::unique_name(p.site.tensor + "_scale", taken);
+      p.site.zero_point = detail::unique_name(p.site.tensor + "_zero_point", taken);
+    }
   std::map<int, std::vector<onnx::NodeProto>> before;  // node index -> nodes to emit first
   for (auto& p : pending) {
     QdqSite& site = p.site;
     const std::string& t = site.tensor;
-    site.scale = detail::unique_name(t + "_scale", taken);
-    site.zero_point = detail::unique_name(t + "_zero_point", taken);
     const std::string q_out = detail::unique_name(t + "_quantized", taken);
     const std::string dq_out = detail::unique_name(t + "_dequantized", taken);
+    const std::string own = owner(t);
+    const bool shares = own != t;
+    if (shares) {
+      const QdqSite& o = pending[index_of.at(own)].site;
+      site.scale = o.scale;
+      site.zero_point = o.zero_point;
+    }
     at::Tensor scale, zp;
     if (site.is_weight) {
       const at::Tensor w =
@@ -140,8 +168,10 @@ QdqModel insert_qdq(const onnx::ModelProto& model, const QuantPolicy& policy) {
       scale = at::ones({}, at::kFloat);
       zp = at::zeros({}, p.onnx_zp_type == onnx::TensorProto::UINT8 ? at::kByte : at::kChar);
     }
-    *graph->add_initializer() = tensor_to_proto(scale, site.scale);
-    *graph->add_initializer() = tensor_to_proto(zp, site.zero_point);
+    if (!shares) {
+      *graph->add_initializer() = tensor_to_proto(scale, site.scale);
+      *graph->add_initializer() = tensor_to_proto(zp, site.zero_point);
+    }
 
     auto make = [&](const std::string& type, const std::string& in, const std::string& out) {
       onnx::NodeProto n;
@@ -162,7 +192,7 @@ QdqModel insert_qdq(const onnx::ModelProto& model, const QuantPolicy& policy) {
     before[p.first_consumer].push_back(make("QuantizeLinear", t, q_out));
     before[p.first_consumer].push_back(make("DequantizeLinear", q_out, dq_out));
     for (const auto& [node, input] : p.uses) graph->mutable_node(node)->set_input(input, dq_out);
-    (site.is_weight ? result.weights : result.activations).push_back(site);
+    if (!shares) (site.is_weight ? result.weights : result.activations).push_back(site);
   }
 
   // Emit each pair right before its first consumer: after the tensor's producer (which

@@ -16,6 +16,14 @@ struct QuantPolicy {
   bool skip_first_last = false;
   // Activations as uint8 asymmetric [0, 255]; the default is int8 symmetric (zero point 0).
   bool activation_unsigned = false;
+  // A quantized activation that a Concat also reads, where the Concat's output is quantized
+  // too (STDC's branch outputs, each read by the next branch's conv and by the module's
+  // Concat), uses the Concat's scale: one scale initializer, observed and trained once at the
+  // Concat. An int8 runtime then writes the tensor once, as int8, for both readers: an int8
+  // Concat needs all its inputs at its own scale, and at another scale the tensor would be
+  // quantized twice from float. The Concat's range covers each input's, so the tie coarsens
+  // only an input whose range is smaller than its siblings'.
+  bool share_concat_scales = true;
 };
 
 }  // namespace segslim::passes

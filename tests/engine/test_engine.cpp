@@ -367,8 +367,9 @@ TEST(EngineFp32, EspnetLikeBlockBatchThree) {
 
 // The ESPNet block quantized at its convolutions' inputs: the Concat -> residual Add -> BN ->
 // PRelu tail writes, in its one pass, the float map (the next block's residual), the int8 input
-// of the next conv and the int8 piece of a later int8 Concat, each at its own scale: no
-// QuantizeLinear steps, the same numbers as the fake-quant graph.
+// of the next conv and the int8 piece of a later int8 Concat: no QuantizeLinear steps, the same
+// numbers as the fake-quant graph. The last two are one int8 output where the next conv's
+// input shares the Concat's scale (QuantPolicy::share_concat_scales), two where it does not.
 TEST(EngineInt8, EspnetLikeTailQuantizesInItsPass) {
   at::manual_seed(13);
   GraphBuilder b;
@@ -401,16 +402,21 @@ TEST(EngineInt8, EspnetLikeTailQuantizesInItsPass) {
   b.output("y");
   for (const auto& shape : std::vector<std::vector<int64_t>>{{2, 3, 20, 22}, {1, 3, 9, 13}}) {
     const at::Tensor x = at::randn(shape);
-    const auto q = quantize(b.model, x);
-    Engine eng(q);
-    expect_int8_match(eng, q, x);
-    const std::string d = joined(eng.describe());
-    EXPECT_NE(d.find("ConcatAffine bn concat of 2 +residual +bn +prelu ->s8 ->s8"),
-              std::string::npos)
-        << d;
-    EXPECT_EQ(d.find("QuantizeLinear p"), std::string::npos) << d;
-    EXPECT_EQ(d.find("PRelu"), std::string::npos) << d;
-    EXPECT_NE(d.find("Concat cat2 int8 s8"), std::string::npos) << d;
+    for (const bool share : {true, false}) {
+      passes::QuantPolicy policy;
+      policy.share_concat_scales = share;
+      const auto q = quantize(b.model, x, policy);
+      Engine eng(q);
+      expect_int8_match(eng, q, x);
+      const std::string d = joined(eng.describe());
+      const std::string outs = share ? "->s8 [" : "->s8 ->s8 [";
+      EXPECT_NE(d.find("ConcatAffine bn concat of 2 +residual +bn +prelu " + outs),
+                std::string::npos)
+          << d;
+      EXPECT_EQ(d.find("QuantizeLinear p"), std::string::npos) << d;
+      EXPECT_EQ(d.find("PRelu"), std::string::npos) << d;
+      EXPECT_NE(d.find("Concat cat2 int8 s8"), std::string::npos) << d;
+    }
   }
 }
 
@@ -543,6 +549,10 @@ TEST(EngineInt8, ConcatAndAvgPoolStayInt8) {
   EXPECT_NE(d.find("Conv c3 int8 s8 +bias +relu ->s8(concat)"), std::string::npos) << d;
   EXPECT_EQ(d.find("Dequantize"), std::string::npos) << d;
   EXPECT_EQ(d.find("QuantizeLinear cat"), std::string::npos) << d;
+  // r2, read by c3 and by the Concat, has the Concat's scale (QuantPolicy::share_concat_scales):
+  // c2 writes it once, as int8, for both (no QuantizeLinear step for it)
+  EXPECT_NE(d.find("Conv c2 int8 s8 +bias +relu ->s8 ["), std::string::npos) << d;
+  EXPECT_EQ(d.find("QuantizeLinear r2"), std::string::npos) << d;
   EXPECT_EQ(eng.num_int8_steps(), 5) << d;
   // int8_op_types without Concat: the Concat runs in f32, the same numbers within a step
   EngineOptions no_cat;

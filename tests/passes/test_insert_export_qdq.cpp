@@ -24,9 +24,11 @@ double rel_l2(const at::Tensor& a, const at::Tensor& e) {
 TEST(InsertQdq, TinySegnetCountsNamesAndChecker) {
   const auto model = folded_tiny();
   const QdqModel q = passes::insert_qdq(model, {});
-  // 6 quantized nodes (5 Conv + 1 ConvTranspose), no shared inputs: 12 pairs.
+  // 6 quantized nodes (5 Conv + 1 ConvTranspose), no shared inputs: 12 pairs. The stem's
+  // output is also read by the Concat before the head: its pair uses the Concat's scale (5
+  // activation sites of their own).
   EXPECT_EQ(q.weights.size(), 6u);
-  EXPECT_EQ(q.activations.size(), 6u);
+  EXPECT_EQ(q.activations.size(), 5u);
   EXPECT_EQ(count_ops(q.model, "QuantizeLinear"), 12);
   EXPECT_EQ(count_ops(q.model, "DequantizeLinear"), 12);
   EXPECT_TRUE(passes_checker(q.model));
@@ -125,6 +127,38 @@ TEST(InsertQdq, PoolBehindZeroPadSharesTheConvsPair) {
   const auto q2 = passes::insert_qdq(b2.model, policy);
   ASSERT_EQ(q2.activations.size(), 2u);
   EXPECT_EQ(q2.activations[1].tensor, "xp");
+}
+
+// STDC's pattern: a branch output read by the next branch's conv and by the module's Concat,
+// whose output a conv reads. The branch output's pair uses the Concat's scale and zero point
+// (one initializer, one calibrated site), and not with share_concat_scales off.
+TEST(InsertQdq, ConcatInputsShareTheConcatsScale) {
+  GraphBuilder b;
+  b.init("w1", at::randn({4, 3, 1, 1}));
+  b.init("w2", at::randn({4, 4, 1, 1}));
+  b.init("w3", at::randn({2, 8, 1, 1}));
+  b.node("Conv", "c1", {"x", "w1"}, {"y1"});
+  b.node("Conv", "c2", {"y1", "w2"}, {"y2"});
+  set_attr_int(b.node("Concat", "cat", {"y1", "y2"}, {"cat"}), "axis", 1);
+  b.node("Conv", "c3", {"cat", "w3"}, {"y"});
+  b.output("y");
+  const auto q = passes::insert_qdq(b.model, {});
+  std::vector<std::string> sites;
+  for (const auto& a : q.activations) sites.push_back(a.tensor);
+  EXPECT_EQ(sites, (std::vector<std::string>{"x", "cat"}));
+  EXPECT_EQ(count_ops(q.model, "QuantizeLinear"), 6);  // x, y1, cat and 3 weights
+  EXPECT_EQ(find_init(q.model, "y1_scale"), nullptr);
+  for (const auto& n : q.model.graph().node())
+    if (n.op_type() == "QuantizeLinear" && n.input(0) == "y1") {
+      EXPECT_EQ(n.input(1), "cat_scale");
+      EXPECT_EQ(n.input(2), "cat_zero_point");
+    }
+  EXPECT_TRUE(passes_checker(q.model));
+  QuantPolicy separate;
+  separate.share_concat_scales = false;
+  const auto q2 = passes::insert_qdq(b.model, separate);
+  EXPECT_EQ(q2.activations.size(), 3u);
+  EXPECT_NE(find_init(q2.model, "y1_scale"), nullptr);
 }
 
 TEST(InsertQdq, RefusesOldOpsets) {
