@@ -413,9 +413,18 @@ class Lowering {
         t.algo = alg::binary_add;
         t.in.push_back(p.val);
       } else if (p.kind == PostOp::kPrelu) {
-        t.kind = Step::kPrelu;
+        // our one-pass kernel (a = 1, c = 0): oneDNN's prelu is slow on channels-last maps
+        // with few channels; the last split-off op also writes the int8 output itself
+        t.kind = Step::kConcatAffine;
         t.op = "PRelu";
+        t.affine_a.assign(p.slope.size(), 1.f);
+        t.affine_c.assign(p.slope.size(), 0.f);
         t.slope = p.slope;
+        if (requant && i + 1 == tail.size()) {
+          t.qouts = {s.out};
+          t.tags = {"->" + std::string(out.type == dt::u8 ? "u8" : "s8")};
+          requant = false;
+        }
       } else {
         t.kind = Step::kElt;
         t.op = "Eltwise";
@@ -524,8 +533,12 @@ class Lowering {
   }
 
   // All values channels-last; the float output only when something reads it.
+  // (A step split off a convolution, not in p_.ir, writes its float output unless it has
+  // quantized ones: then nothing reads the float value.)
   void concat_affine(Step& s) {
-    const size_t index = static_cast<size_t>(&s - p_.ir.data());
+    const bool in_ir = &s >= p_.ir.data() && &s < p_.ir.data() + p_.ir.size();
+    const bool f32_read =
+        in_ir ? read_after(s.out, static_cast<size_t>(&s - p_.ir.data())) : s.qouts.empty();
     const std::vector<int64_t> d = p_.vals[s.out].dims;
     auto nhwc = [&](int v) {
       return ensure(v, memory::desc(mdims(p_.vals[v].dims), p_.vals[v].type, tag::acdb));
@@ -552,7 +565,7 @@ class Lowering {
       e.reads.push_back(residual.val);
     }
     std::vector<int> written;
-    if (read_after(s.out, index)) written.push_back(s.out);
+    if (f32_read) written.push_back(s.out);
     for (int q : s.qouts) written.push_back(q);
     for (int v : written) {
       set_md(v, memory::desc(mdims(d), p_.vals[v].type, tag::acdb));

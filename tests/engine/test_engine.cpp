@@ -272,6 +272,35 @@ TEST(EngineInt8, SmallNetMatchesFakeQuant) {
   EXPECT_EQ(eng2.num_int8_steps(), 1);
 }
 
+// An int8 ConvTranspose followed by a per-channel PRelu whose output the next conv reads
+// quantized (ESPNet's decoder): oneDNN 2.6 runs no PRelu post-op well on a deconvolution, so
+// the PRelu is split off; it runs as one pass that also writes the int8 input of the next conv
+// (no QuantizeLinear step), the same numbers as the fake-quant graph.
+TEST(EngineInt8, SplitOffPreluQuantizesInItsPass) {
+  at::manual_seed(17);
+  GraphBuilder b;
+  b.init("w0", at::randn({12, 3, 3, 3}) * 0.3);
+  b.init("wu", at::randn({12, 5, 2, 2}) * 0.3);
+  b.init("bu", at::randn({5}) * 0.1);
+  b.init("slope", at::rand({5, 1, 1}) * 0.4);
+  b.init("w1", at::randn({4, 5, 3, 3}) * 0.3);
+  set_attr_ints(b.node("Conv", "c0", {"x", "w0"}, {"c0"}), "pads", {1, 1, 1, 1});
+  set_attr_ints(b.node("ConvTranspose", "up", {"c0", "wu", "bu"}, {"u"}), "strides", {2, 2});
+  b.node("PRelu", "p", {"u", "slope"}, {"p"});
+  set_attr_ints(b.node("Conv", "c1", {"p", "w1"}, {"y"}), "pads", {1, 1, 1, 1});
+  b.output("y");
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{2, 3, 11, 14}, {1, 3, 1, 1}}) {
+    const at::Tensor x = at::randn(shape);
+    const auto q = quantize(b.model, x);
+    Engine eng(q);
+    expect_int8_match(eng, q, x);
+    const std::string d = joined(eng.describe());
+    EXPECT_NE(d.find("ConvTranspose up int8"), std::string::npos) << d;
+    EXPECT_NE(d.find("PRelu up (split off) ->s8 [one pass nhwc]"), std::string::npos) << d;
+    EXPECT_EQ(d.find("QuantizeLinear up"), std::string::npos) << d;
+  }
+}
+
 TEST(EngineInt8, TinySegnet) {
   const auto fp32 = passes::fold_batchnorm(tiny_model());
   const at::Tensor x = tiny_input();
