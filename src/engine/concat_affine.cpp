@@ -63,31 +63,16 @@ SEGSLIM_INLINE void store_u8(const float* __restrict x, float inv, uint8_t* __re
     o[c] = static_cast<uint8_t>(std::clamp(std::nearbyint(x[c] * inv), 0.f, 255.f));
 }
 
-// The coefficients repeated for a tile of `pixels` pixels: the tile's rows are contiguous in
-// every full-width tensor (residual, outputs), so the affine, activation and stores run as
-// long flat loops even where a pixel has only a few channels (ESPNet's first BR module: 19).
-struct TiledCoefficients {
-  int64_t pixels;
-  std::vector<float> a, b, slope;
-  TiledCoefficients(const ConcatAffineArgs& args, int64_t tile) : pixels(tile) {
-    const int64_t C = args.channels;
-    for (int64_t p = 0; p < tile; ++p) {
-      a.insert(a.end(), args.a, args.a + C);
-      b.insert(b.end(), args.b, args.b + C);
-      if (args.slope) slope.insert(slope.end(), args.slope, args.slope + C);
-    }
-  }
-};
-
 // Pixels [begin, end) tile by tile: the whole computation in one function, compiled for
 // x86-64-v4 (AVX-512: Intel since Skylake-SP, AMD since Zen 4) and AVX2 besides the baseline
 // and picked at run time (the baseline x86-64 has no vector rounding for the quantized stores).
 __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void run_pixels(
-    const ConcatAffineArgs& args, const TiledCoefficients& k, const AffineOutput* f32_out,
-    int64_t begin, int64_t end, float* scratch) {
-  const int64_t C = args.channels;
-  for (int64_t t0 = begin; t0 < end; t0 += k.pixels) {
-    const int64_t n = std::min(k.pixels, end - t0) * C;  // elements in this tile
+    const ConcatAffineArgs& args, const AffineOutput* f32_out, int64_t begin, int64_t end,
+    float* scratch) {
+  const ConcatAffineCoefficients& k = *args.coefficients;
+  const int64_t C = k.channels;
+  for (int64_t t0 = begin; t0 < end; t0 += k.tile_pixels) {
+    const int64_t n = std::min(k.tile_pixels, end - t0) * C;  // elements in this tile
     float* x = f32_out ? static_cast<float*>(f32_out->data) + t0 * C : scratch;
     for (int64_t px = t0; px < t0 + n / C; ++px) {
       int64_t off = (px - t0) * C;
@@ -97,7 +82,7 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void run_pix
       }
     }
     if (args.residual.data) read<true>(args.residual, t0 * C, x, n);
-    if (args.slope) {
+    if (!k.slope.empty()) {
       affine_prelu(k.a.data(), k.b.data(), k.slope.data(), x, n);
     } else {
       affine(k.a.data(), k.b.data(), x, n);
@@ -121,15 +106,31 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void run_pix
 
 }  // namespace
 
+ConcatAffineCoefficients::ConcatAffineCoefficients(const std::vector<float>& a_c,
+                                                   const std::vector<float>& b_c,
+                                                   const std::vector<float>& slope_c)
+    : channels(static_cast<int64_t>(a_c.size())),
+      tile_pixels(std::max<int64_t>(1, 2048 / std::max<int64_t>(channels, 1))) {
+  SEGSLIM_CHECK(
+      channels > 0 && b_c.size() == a_c.size() && (slope_c.empty() || slope_c.size() == a_c.size()),
+      "concat_affine: coefficients for ", a_c.size(), " channels, ", b_c.size(), " offsets and ",
+      slope_c.size(), " slopes");
+  for (int64_t p = 0; p < tile_pixels; ++p) {
+    a.insert(a.end(), a_c.begin(), a_c.end());
+    b.insert(b.end(), b_c.begin(), b_c.end());
+    slope.insert(slope.end(), slope_c.begin(), slope_c.end());
+  }
+}
+
 void concat_affine_nhwc(const ConcatAffineArgs& args) {
-  const int64_t C = args.channels;
+  SEGSLIM_CHECK(args.coefficients, "concat_affine_nhwc: no coefficients");
+  const int64_t C = args.coefficients->channels, tile = args.coefficients->tile_pixels;
   int64_t sum = 0;
   for (const auto& p : args.pieces) sum += p.channels;
   SEGSLIM_CHECK(sum == C, "concat_affine_nhwc: the pieces have ", sum, " channels, the output ", C);
   SEGSLIM_CHECK(!args.residual.data || args.residual.channels == C,
                 "concat_affine_nhwc: the residual has ", args.residual.channels,
                 " channels, the output ", C);
-  SEGSLIM_CHECK(args.a && args.b, "concat_affine_nhwc: no affine coefficients");
   for (const auto& o : args.outs)
     SEGSLIM_CHECK(o.type == ElemType::kF32 || o.scale > 0, "concat_affine_nhwc: output scale ",
                   o.scale, " must be positive");
@@ -137,10 +138,9 @@ void concat_affine_nhwc(const ConcatAffineArgs& args) {
   const AffineOutput* f32_out = nullptr;
   for (const auto& o : args.outs)
     if (o.type == ElemType::kF32 && !f32_out) f32_out = &o;
-  const TiledCoefficients k(args, std::max<int64_t>(1, 2048 / C));
-  at::parallel_for(0, args.pixels, k.pixels, [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(f32_out ? 0 : static_cast<size_t>(k.pixels * C));
-    run_pixels(args, k, f32_out, begin, end, scratch.data());
+  at::parallel_for(0, args.pixels, tile, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(f32_out ? 0 : static_cast<size_t>(tile * C));
+    run_pixels(args, f32_out, begin, end, scratch.data());
   });
 }
 

@@ -32,14 +32,23 @@ struct AffineOutput {
   float scale = 1.f;
 };
 
+// The per-channel coefficients y = a_c * x + b_c, then y >= 0 ? y : slope_c * y (slope empty:
+// no activation), laid out once per step for the kernel (repeated over a tile of pixels whose
+// rows are contiguous in every full-width tensor, so the affine, activation and stores run as
+// long flat loops even where a pixel has only a few channels: ESPNet's first BR module has 19).
+struct ConcatAffineCoefficients {
+  ConcatAffineCoefficients(const std::vector<float>& a, const std::vector<float>& b,
+                           const std::vector<float>& slope);
+  int64_t channels, tile_pixels;
+  std::vector<float> a, b, slope;  // tiled: tile_pixels copies of each
+};
+
 struct ConcatAffineArgs {
-  std::vector<AffineInput> pieces;  // concatenated along C in order; channels sum to `channels`
-  AffineInput residual;             // data null: none; else `channels` channels
-  const float* a = nullptr;         // per channel
-  const float* b = nullptr;
-  const float* slope = nullptr;  // null: no activation
+  std::vector<AffineInput> pieces;  // concatenated along C in order; channels sum to the output's
+  AffineInput residual;             // data null: none; else all channels
+  const ConcatAffineCoefficients* coefficients = nullptr;
   std::vector<AffineOutput> outs;
-  int64_t pixels = 0, channels = 0;
+  int64_t pixels = 0;
 };
 
 // Threads: ATen's.

@@ -543,52 +543,48 @@ class Lowering {
     auto nhwc = [&](int v) {
       return ensure(v, memory::desc(mdims(p_.vals[v].dims), p_.vals[v].type, tag::acdb));
     };
-    struct Ref {
-      int val;
-      ElemType type;
-      float scale;
-      int64_t channels;
-    };
-    auto ref = [&](int v) {
+    auto input = [&](int v) {
       const Val& x = p_.vals[v];
-      return Ref{v, elem_type(x.type), x.type == dt::f32 ? 1.f : x.scale, x.dims[1]};
+      return AffineInput{nullptr, elem_type(x.type), x.type == dt::f32 ? 1.f : x.scale, x.dims[1]};
     };
-    Exec e;
-    std::vector<Ref> pieces, outs;
-    for (int v : s.in) {
-      pieces.push_back(ref(nhwc(v)));
-      e.reads.push_back(pieces.back().val);
-    }
-    Ref residual{-1, ElemType::kF32, 1.f, 0};
-    if (s.residual >= 0) {
-      residual = ref(nhwc(s.residual));
-      e.reads.push_back(residual.val);
-    }
-    std::vector<int> written;
-    if (f32_read) written.push_back(s.out);
-    for (int q : s.qouts) written.push_back(q);
-    for (int v : written) {
-      set_md(v, memory::desc(mdims(d), p_.vals[v].type, tag::acdb));
-      outs.push_back(ref(v));
-      e.writes.push_back(v);
-    }
-    Plan* plan = &p_;
-    const int64_t pixels = d[0] * d[2] * d[3], channels = d[1];
-    e.custom = [plan, pieces, residual, outs, pixels, channels, a = s.affine_a, c = s.affine_c,
-                slope = s.slope] {
+    // Built once: the arguments, their buffers bound per run (which values feed them: vals).
+    struct Bound {
+      ConcatAffineCoefficients coefficients;
       ConcatAffineArgs args;
+      std::vector<int> piece_vals, out_vals;
+      int residual_val = -1;
+    };
+    auto b = std::make_shared<Bound>(
+        Bound{ConcatAffineCoefficients(s.affine_a, s.affine_c, s.slope), {}, {}, {}, -1});
+    b->args.coefficients = &b->coefficients;
+    b->args.pixels = d[0] * d[2] * d[3];
+    Exec e;
+    for (int v : s.in) {
+      b->piece_vals.push_back(nhwc(v));
+      b->args.pieces.push_back(input(b->piece_vals.back()));
+    }
+    if (s.residual >= 0) {
+      b->residual_val = nhwc(s.residual);
+      b->args.residual = input(b->residual_val);
+    }
+    if (f32_read) b->out_vals.push_back(s.out);
+    for (int q : s.qouts) b->out_vals.push_back(q);
+    for (int v : b->out_vals) {
+      set_md(v, memory::desc(mdims(d), p_.vals[v].type, tag::acdb));
+      const AffineInput o = input(v);
+      b->args.outs.push_back({nullptr, o.type, o.scale});
+    }
+    e.reads = b->piece_vals;
+    if (b->residual_val >= 0) e.reads.push_back(b->residual_val);
+    e.writes = b->out_vals;
+    Plan* plan = &p_;
+    e.custom = [plan, b] {
       auto data = [&](int v) { return plan->mems[v].get_data_handle(); };
-      for (const auto& p : pieces)
-        args.pieces.push_back({data(p.val), p.type, p.scale, p.channels});
-      if (residual.val >= 0)
-        args.residual = {data(residual.val), residual.type, residual.scale, residual.channels};
-      for (const auto& o : outs) args.outs.push_back({data(o.val), o.type, o.scale});
-      args.a = a.data();
-      args.b = c.data();
-      args.slope = slope.empty() ? nullptr : slope.data();
-      args.pixels = pixels;
-      args.channels = channels;
-      concat_affine_nhwc(args);
+      for (size_t i = 0; i < b->piece_vals.size(); ++i)
+        b->args.pieces[i].data = data(b->piece_vals[i]);
+      if (b->residual_val >= 0) b->args.residual.data = data(b->residual_val);
+      for (size_t i = 0; i < b->out_vals.size(); ++i) b->args.outs[i].data = data(b->out_vals[i]);
+      concat_affine_nhwc(b->args);
     };
     push(std::move(e), s, "one pass nhwc");
   }

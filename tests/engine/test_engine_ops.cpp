@@ -431,13 +431,14 @@ TEST(EngineOps, ConcatAffineKernelMatchesAten) {
       x = x + real.back();
     }
     const at::Tensor a = at::rand({C}) + 0.5, b = at::randn({C}), slope = at::rand({C}) * 0.3;
-    args.a = a.data_ptr<float>();
-    args.b = b.data_ptr<float>();
     at::Tensor want = x * a.view({1, C, 1, 1}) + b.view({1, C, 1, 1});
-    if (c.prelu) {
-      args.slope = slope.data_ptr<float>();
-      want = at::where(want >= 0, want, want * slope.view({1, C, 1, 1}));
-    }
+    if (c.prelu) want = at::where(want >= 0, want, want * slope.view({1, C, 1, 1}));
+    auto floats = [](const at::Tensor& t) {
+      return std::vector<float>(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
+    };
+    const engine::ConcatAffineCoefficients k(floats(a), floats(b),
+                                             c.prelu ? floats(slope) : std::vector<float>());
+    args.coefficients = &k;
     const float s8_scale = 0.05f, u8_scale = 0.02f;  // both saturate part of the range
     at::Tensor f32 = at::empty({N, H, W, C}), s8 = at::empty({N, H, W, C}, at::kChar),
                u8 = at::empty({N, H, W, C}, at::kByte);
@@ -445,7 +446,6 @@ TEST(EngineOps, ConcatAffineKernelMatchesAten) {
                  {f32.data_ptr(), ElemType::kF32, 1.f},
                  {u8.data_ptr(), ElemType::kU8, u8_scale}};
     args.pixels = N * H * W;
-    args.channels = C;
     engine::concat_affine_nhwc(args);
     const std::string what = str_cat(C, " channels, ", N * H * W, " pixels");
     EXPECT_TRUE(at::allclose(f32.permute({0, 3, 1, 2}), want, 1e-5, 1e-5)) << what;
