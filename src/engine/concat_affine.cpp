@@ -1,9 +1,12 @@
 #include "engine/concat_affine.h"
 
 #include <ATen/Parallel.h>
+#include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -63,24 +66,66 @@ SEGSLIM_INLINE void store_u8(const float* __restrict x, float inv, uint8_t* __re
     o[c] = static_cast<uint8_t>(std::clamp(std::nearbyint(x[c] * inv), 0.f, 255.f));
 }
 
-// Pixels [begin, end) tile by tile: the whole computation in one function, compiled for
-// x86-64-v4 (AVX-512: Intel since Skylake-SP, AMD since Zen 4) and AVX2 besides the baseline
-// and picked at run time (the baseline x86-64 has no vector rounding for the quantized stores).
+// A tile's pieces, pixel by pixel, into x (tile_pixels rows of all channels). A piece's few
+// channels (ESPNet: 25 or 28) are too short a loop for the compiler's vectorization: int8
+// pieces went scalar (its loop of 64 int8 per vector never runs on 25), so with AVX-512 the
+// reader loads 16 channels at a time under a mask instead, tails included.
+using ReadTile = void (*)(const ConcatAffineArgs&, int64_t, int64_t, float*);
+
+void read_tile_plain(const ConcatAffineArgs& args, int64_t t0, int64_t pixels, float* x) {
+  for (int64_t px = t0; px < t0 + pixels; ++px)
+    for (const auto& p : args.pieces) {
+      read<false>(p, px * p.channels, x, p.channels);
+      x += p.channels;
+    }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void read_tile_avx512(
+    const ConcatAffineArgs& args, int64_t t0, int64_t pixels, float* x) {
+  for (int64_t px = t0; px < t0 + pixels; ++px)
+    for (const auto& p : args.pieces) {
+      const int64_t n = p.channels, at = px * n;
+      const __m512 k = _mm512_set1_ps(p.scale);
+      for (int64_t c = 0; c < n; c += 16) {
+        const __mmask16 m = n - c >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - c)) - 1);
+        __m512 v;
+        if (p.type == ElemType::kF32) {
+          v = _mm512_maskz_loadu_ps(m, static_cast<const float*>(p.data) + at + c);
+        } else if (p.type == ElemType::kS8) {
+          v = _mm512_mul_ps(k, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(
+                                   m, static_cast<const int8_t*>(p.data) + at + c))));
+        } else {
+          v = _mm512_mul_ps(k, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(
+                                   m, static_cast<const uint8_t*>(p.data) + at + c))));
+        }
+        _mm512_mask_storeu_ps(x + c, m, v);
+      }
+      x += n;
+    }
+}
+
+// AVX-512 (Intel since Skylake-SP, AMD since Zen 4) when the CPU has it; SEGSLIM_NO_AVX512=1
+// forces the plain reader (the tests check both).
+ReadTile pick_read_tile() {
+  const char* off = std::getenv("SEGSLIM_NO_AVX512");
+  if ((!off || std::string(off) != "1") && __builtin_cpu_supports("avx512f") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+    return read_tile_avx512;
+  return read_tile_plain;
+}
+
+// Pixels [begin, end) tile by tile. Past the reads, the per-channel steps run over the whole
+// tile: long flat loops, compiled for x86-64-v4 (AVX-512) and AVX2 besides the baseline and
+// picked at run time (the baseline x86-64 has no vector rounding for the quantized stores).
 __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void run_pixels(
-    const ConcatAffineArgs& args, const AffineOutput* f32_out, int64_t begin, int64_t end,
-    float* scratch) {
+    const ConcatAffineArgs& args, ReadTile read_tile, const AffineOutput* f32_out, int64_t begin,
+    int64_t end, float* scratch) {
   const ConcatAffineCoefficients& k = *args.coefficients;
   const int64_t C = k.channels;
   for (int64_t t0 = begin; t0 < end; t0 += k.tile_pixels) {
     const int64_t n = std::min(k.tile_pixels, end - t0) * C;  // elements in this tile
     float* x = f32_out ? static_cast<float*>(f32_out->data) + t0 * C : scratch;
-    for (int64_t px = t0; px < t0 + n / C; ++px) {
-      int64_t off = (px - t0) * C;
-      for (const auto& p : args.pieces) {
-        read<false>(p, px * p.channels, x + off, p.channels);
-        off += p.channels;
-      }
-    }
+    read_tile(args, t0, n / C, x);
     if (args.residual.data) read<true>(args.residual, t0 * C, x, n);
     if (!k.slope.empty()) {
       affine_prelu(k.a.data(), k.b.data(), k.slope.data(), x, n);
@@ -138,9 +183,10 @@ void concat_affine_nhwc(const ConcatAffineArgs& args) {
   const AffineOutput* f32_out = nullptr;
   for (const auto& o : args.outs)
     if (o.type == ElemType::kF32 && !f32_out) f32_out = &o;
+  const ReadTile read_tile = pick_read_tile();
   at::parallel_for(0, args.pixels, tile, [&](int64_t begin, int64_t end) {
     std::vector<float> scratch(f32_out ? 0 : static_cast<size_t>(tile * C));
-    run_pixels(args, f32_out, begin, end, scratch.data());
+    run_pixels(args, read_tile, f32_out, begin, end, scratch.data());
   });
 }
 

@@ -410,65 +410,72 @@ TEST(EngineOps, ConcatAffineKernelMatchesAten) {
        ElemType::kS8,
        false},
       {{1, 1, 1}, {{1, ElemType::kF32}}, ElemType::kU8, false}};
-  for (const auto& c : cases) {
-    const int64_t N = c.nhw[0], H = c.nhw[1], W = c.nhw[2];
-    int64_t C = 0;
-    for (const auto& p : c.pieces) C += p.c;
-    std::vector<at::Tensor> stored, real;  // NHWC as the kernel reads them; NCHW dequantized
-    engine::ConcatAffineArgs args;
-    auto make = [&](int64_t ch, ElemType type, float scale) {
-      at::Tensor t = type == ElemType::kF32  ? at::randn({N, H, W, ch}) * 2
-                     : type == ElemType::kS8 ? at::randint(-128, 128, {N, H, W, ch}).to(at::kChar)
-                                             : at::randint(0, 256, {N, H, W, ch}).to(at::kByte);
-      stored.push_back(t);
-      real.push_back((type == ElemType::kF32 ? t : t.to(at::kFloat) * scale).permute({0, 3, 1, 2}));
-      return engine::AffineInput{t.data_ptr(), type, scale, ch};
-    };
-    for (const auto& p : c.pieces) args.pieces.push_back(make(p.c, p.type, 0.013f));
-    at::Tensor x = at::cat(real, 1);
-    if (c.residual != ElemType::kU8) {
-      args.residual = make(C, c.residual, 0.021f);
-      x = x + real.back();
+  // Both piece readers: the AVX-512 masked one (where the CPU has it) and the plain loops.
+  for (const char* no_avx512 : {"0", "1"})
+    for (const auto& c : cases) {
+      setenv("SEGSLIM_NO_AVX512", no_avx512, 1);
+      const int64_t N = c.nhw[0], H = c.nhw[1], W = c.nhw[2];
+      int64_t C = 0;
+      for (const auto& p : c.pieces) C += p.c;
+      std::vector<at::Tensor> stored, real;  // NHWC as the kernel reads them; NCHW dequantized
+      engine::ConcatAffineArgs args;
+      auto make = [&](int64_t ch, ElemType type, float scale) {
+        at::Tensor t = type == ElemType::kF32  ? at::randn({N, H, W, ch}) * 2
+                       : type == ElemType::kS8 ? at::randint(-128, 128, {N, H, W, ch}).to(at::kChar)
+                                               : at::randint(0, 256, {N, H, W, ch}).to(at::kByte);
+        stored.push_back(t);
+        real.push_back(
+            (type == ElemType::kF32 ? t : t.to(at::kFloat) * scale).permute({0, 3, 1, 2}));
+        return engine::AffineInput{t.data_ptr(), type, scale, ch};
+      };
+      for (const auto& p : c.pieces) args.pieces.push_back(make(p.c, p.type, 0.013f));
+      at::Tensor x = at::cat(real, 1);
+      if (c.residual != ElemType::kU8) {
+        args.residual = make(C, c.residual, 0.021f);
+        x = x + real.back();
+      }
+      const at::Tensor a = at::rand({C}) + 0.5, b = at::randn({C}), slope = at::rand({C}) * 0.3;
+      at::Tensor want = x * a.view({1, C, 1, 1}) + b.view({1, C, 1, 1});
+      if (c.prelu) want = at::where(want >= 0, want, want * slope.view({1, C, 1, 1}));
+      auto floats = [](const at::Tensor& t) {
+        return std::vector<float>(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
+      };
+      const engine::ConcatAffineCoefficients k(floats(a), floats(b),
+                                               c.prelu ? floats(slope) : std::vector<float>());
+      args.coefficients = &k;
+      const float s8_scale = 0.05f, u8_scale = 0.02f;  // both saturate part of the range
+      at::Tensor f32 = at::empty({N, H, W, C}), s8 = at::empty({N, H, W, C}, at::kChar),
+                 u8 = at::empty({N, H, W, C}, at::kByte);
+      args.outs = {{s8.data_ptr(), ElemType::kS8, s8_scale},
+                   {f32.data_ptr(), ElemType::kF32, 1.f},
+                   {u8.data_ptr(), ElemType::kU8, u8_scale}};
+      args.pixels = N * H * W;
+      engine::concat_affine_nhwc(args);
+      const std::string what =
+          str_cat(C, " channels, ", N * H * W, " pixels, SEGSLIM_NO_AVX512=", no_avx512);
+      EXPECT_TRUE(at::allclose(f32.permute({0, 3, 1, 2}), want, 1e-5, 1e-5)) << what;
+      for (const auto& [got, scale, lo, hi] :
+           {std::tuple{s8, s8_scale, -128, 127}, std::tuple{u8, u8_scale, 0, 255}}) {
+        const at::Tensor ref = at::fake_quantize_per_tensor_affine(want, scale, 0, lo, hi);
+        const at::Tensor diff = (got.permute({0, 3, 1, 2}).to(at::kFloat) * scale - ref).abs();
+        EXPECT_LE(diff.max().item<float>(), scale * 1.001f) << what;
+        // a tie may round the other way after float rounding of the affine; nothing else
+        EXPECT_LE((diff > scale / 2).sum().item<int64_t>(),
+                  std::max<int64_t>(1, diff.numel() / 1000))
+            << what;
+        if (want.numel() > 100)
+          EXPECT_GT(
+              (ref == hi * scale).sum().item<int64_t>() + (ref == lo * scale).sum().item<int64_t>(),
+              0)
+              << what << ": the case should saturate";
+      }
+      // the same without a float output (the scratch path)
+      at::Tensor s8b = at::empty_like(s8);
+      args.outs = {{s8b.data_ptr(), ElemType::kS8, s8_scale}};
+      engine::concat_affine_nhwc(args);
+      EXPECT_TRUE(at::equal(s8b, s8)) << what;
     }
-    const at::Tensor a = at::rand({C}) + 0.5, b = at::randn({C}), slope = at::rand({C}) * 0.3;
-    at::Tensor want = x * a.view({1, C, 1, 1}) + b.view({1, C, 1, 1});
-    if (c.prelu) want = at::where(want >= 0, want, want * slope.view({1, C, 1, 1}));
-    auto floats = [](const at::Tensor& t) {
-      return std::vector<float>(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
-    };
-    const engine::ConcatAffineCoefficients k(floats(a), floats(b),
-                                             c.prelu ? floats(slope) : std::vector<float>());
-    args.coefficients = &k;
-    const float s8_scale = 0.05f, u8_scale = 0.02f;  // both saturate part of the range
-    at::Tensor f32 = at::empty({N, H, W, C}), s8 = at::empty({N, H, W, C}, at::kChar),
-               u8 = at::empty({N, H, W, C}, at::kByte);
-    args.outs = {{s8.data_ptr(), ElemType::kS8, s8_scale},
-                 {f32.data_ptr(), ElemType::kF32, 1.f},
-                 {u8.data_ptr(), ElemType::kU8, u8_scale}};
-    args.pixels = N * H * W;
-    engine::concat_affine_nhwc(args);
-    const std::string what = str_cat(C, " channels, ", N * H * W, " pixels");
-    EXPECT_TRUE(at::allclose(f32.permute({0, 3, 1, 2}), want, 1e-5, 1e-5)) << what;
-    for (const auto& [got, scale, lo, hi] :
-         {std::tuple{s8, s8_scale, -128, 127}, std::tuple{u8, u8_scale, 0, 255}}) {
-      const at::Tensor ref = at::fake_quantize_per_tensor_affine(want, scale, 0, lo, hi);
-      const at::Tensor diff = (got.permute({0, 3, 1, 2}).to(at::kFloat) * scale - ref).abs();
-      EXPECT_LE(diff.max().item<float>(), scale * 1.001f) << what;
-      // a tie may round the other way after float rounding of the affine; nothing else
-      EXPECT_LE((diff > scale / 2).sum().item<int64_t>(), std::max<int64_t>(1, diff.numel() / 1000))
-          << what;
-      if (want.numel() > 100)
-        EXPECT_GT(
-            (ref == hi * scale).sum().item<int64_t>() + (ref == lo * scale).sum().item<int64_t>(),
-            0)
-            << what << ": the case should saturate";
-    }
-    // the same without a float output (the scratch path)
-    at::Tensor s8b = at::empty_like(s8);
-    args.outs = {{s8b.data_ptr(), ElemType::kS8, s8_scale}};
-    engine::concat_affine_nhwc(args);
-    EXPECT_TRUE(at::equal(s8b, s8)) << what;
-  }
+  unsetenv("SEGSLIM_NO_AVX512");
 }
 
 // Logits upsampled to the input size as the graph output: the plain-layout kernel writes the
