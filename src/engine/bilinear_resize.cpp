@@ -4,8 +4,12 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
+
+#include "engine/cpu_features.h"
 
 namespace segslim::engine {
 
@@ -15,24 +19,67 @@ namespace {
 // lo = floor(x), hi = min(lo + 1, in - 1), weight of hi = x - lo.
 struct Taps {
   std::vector<int64_t> lo, hi;
+  std::vector<int32_t> lo32, hi32;  // the same, for 32-bit index gathers
   std::vector<float> w;
-  Taps(int64_t in, int64_t out) : lo(out), hi(out), w(out) {
+  int64_t in;
+  Taps(int64_t in, int64_t out) : lo(out), hi(out), lo32(out), hi32(out), w(out), in(in) {
     const double scale = static_cast<double>(in) / static_cast<double>(out);
     for (int64_t o = 0; o < out; ++o) {
       const double x = std::max(0.0, (o + 0.5) * scale - 0.5);
       lo[o] = std::min<int64_t>(static_cast<int64_t>(x), in - 1);
       hi[o] = std::min<int64_t>(lo[o] + 1, in - 1);
       w[o] = static_cast<float>(x - static_cast<double>(lo[o]));
+      lo32[o] = static_cast<int32_t>(lo[o]);
+      hi32[o] = static_cast<int32_t>(hi[o]);
     }
   }
 };
 
-// r[x] = src[lo[x]] + w[x] * (src[hi[x]] - src[lo[x]]): gathers, vectorized where the CPU has
-// AVX2 / AVX-512 (picked at run time).
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void lerp_row(
-    const float* src, const int64_t* lo, const int64_t* hi, const float* w, float* r, int64_t n) {
-  for (int64_t x = 0; x < n; ++x) r[x] = src[lo[x]] + w[x] * (src[hi[x]] - src[lo[x]]);
+// r[x] = src[lo[x]] + w[x] * (src[hi[x]] - src[lo[x]]), the sum as one fused multiply-add
+// (std::fma: every path rounds alike). The compiler does not vectorize these gathers, so with
+// AVX-512 they are written out: 16 lanes, 32-bit indices.
+void lerp_row_plain(const float* src, const Taps& t, float* r, int64_t n) {
+  for (int64_t x = 0; x < n; ++x) {
+    const float a = src[t.lo[x]], b = src[t.hi[x]];
+    r[x] = std::fma(t.w[x], b - a, a);
+  }
 }
+// Upsampling, 16 outputs read at most 17 neighbouring sources: two vector loads from the
+// first of them and a two-register permute each for lo and hi, instead of gathers (several
+// times slower); chunks spanning more (downsampling) gather.
+__attribute__((target("avx512f"))) void lerp_row_avx512(const float* src, const Taps& t, float* r,
+                                                        int64_t n) {
+  int64_t x = 0;
+  for (; x + 16 <= n; x += 16) {
+    const __m512i lo = _mm512_loadu_si512(t.lo32.data() + x);
+    const __m512i hi = _mm512_loadu_si512(t.hi32.data() + x);
+    const int64_t base = t.lo32[x];
+    __m512 a, b;
+    if (t.hi32[x + 15] - base < 32) {
+      const int64_t avail = t.in - base;  // sources from base on: load no further
+      const __mmask16 m0 = avail >= 16 ? __mmask16(0xffff) : __mmask16((1u << avail) - 1);
+      const __mmask16 m1 = avail >= 32   ? __mmask16(0xffff)
+                           : avail <= 16 ? __mmask16(0)
+                                         : __mmask16((1u << (avail - 16)) - 1);
+      const __m512 v0 = _mm512_maskz_loadu_ps(m0, src + base);
+      const __m512 v1 = _mm512_maskz_loadu_ps(m1, src + base + 16);
+      const __m512i vb = _mm512_set1_epi32(static_cast<int32_t>(base));
+      a = _mm512_permutex2var_ps(v0, _mm512_sub_epi32(lo, vb), v1);
+      b = _mm512_permutex2var_ps(v0, _mm512_sub_epi32(hi, vb), v1);
+    } else {
+      a = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), 0xffff, lo, src, 4);
+      b = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), 0xffff, hi, src, 4);
+    }
+    _mm512_storeu_ps(r + x,
+                     _mm512_fmadd_ps(_mm512_loadu_ps(t.w.data() + x), _mm512_sub_ps(b, a), a));
+  }
+  for (; x < n; ++x) {
+    const float a = src[t.lo[x]], b = src[t.hi[x]];
+    r[x] = std::fma(t.w[x], b - a, a);
+  }
+}
+using LerpFn = void (*)(const float*, const Taps&, float*, int64_t);
+LerpFn pick_lerp() { return use_avx512() ? lerp_row_avx512 : lerp_row_plain; }
 
 // o = a + w * (b - a), vectorized like lerp_row.
 __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void blend_row(
@@ -71,6 +118,70 @@ __attribute__((target("avx2,fma"))) void blend_row_stream_avx2(const float* a, c
   for (; x < n; ++x) o[x] = a[x] + w * (b[x] - a[x]);
 }
 
+// The running argmax over channels of one row of n pixels: channel c's values are v (or the
+// blend a + w * (b - a), the same expression as blend_row); a strictly larger value takes over,
+// so ties keep the first channel.
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void max_update_row(
+    const float* __restrict v, int32_t c, float* __restrict best, int32_t* __restrict idx,
+    int64_t n) {
+  for (int64_t x = 0; x < n; ++x) {
+    const bool m = v[x] > best[x];
+    best[x] = m ? v[x] : best[x];
+    idx[x] = m ? c : idx[x];
+  }
+}
+// Class ids of 16 (n <= 16) output pixels of one row: channel k's scores there are the blend
+// a + w * (b - a) of its two interpolated source rows at rows + k * channel_stride + lo / hi;
+// the running maximum and class stay in registers while the channels go by, and a strictly
+// larger score takes over (ties keep the first class).
+__attribute__((target("avx512f"))) void argmax_blend_avx512(const float* rows,
+                                                            int64_t channel_stride, int64_t c,
+                                                            int64_t lo, int64_t hi, float w,
+                                                            int64_t* dst, int64_t n) {
+  const __mmask16 m = n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1);
+  const __m512 vw = _mm512_set1_ps(w);
+  __m512 best = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  __m512i idx = _mm512_setzero_si512();
+  for (int64_t k = 0; k < c; ++k) {
+    const float* r = rows + k * channel_stride;
+    const __m512 a = _mm512_maskz_loadu_ps(m, r + lo), b = _mm512_maskz_loadu_ps(m, r + hi);
+    const __m512 v = _mm512_fmadd_ps(vw, _mm512_sub_ps(b, a), a);
+    const __mmask16 gt = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ);
+    best = _mm512_mask_mov_ps(best, gt, v);
+    idx = _mm512_mask_mov_epi32(idx, gt, _mm512_set1_epi32(static_cast<int32_t>(k)));
+  }
+  // (the maskz forms: GCC 12 warns about the undefined source operand of the plain ones)
+  const __m256i lo8 = _mm512_maskz_extracti64x4_epi64(0xf, idx, 0);
+  const __m256i hi8 = _mm512_maskz_extracti64x4_epi64(0xf, idx, 1);
+  _mm512_mask_storeu_epi64(dst, static_cast<__mmask8>(m), _mm512_maskz_cvtepi32_epi64(0xff, lo8));
+  _mm512_mask_storeu_epi64(dst + 8, static_cast<__mmask8>(m >> 8),
+                           _mm512_maskz_cvtepi32_epi64(0xff, hi8));
+}
+void argmax_blend_plain(const float* rows, int64_t channel_stride, int64_t c, int64_t lo,
+                        int64_t hi, float w, int64_t* dst, int64_t n) {
+  float best[16];
+  int32_t idx[16] = {};
+  std::fill(best, best + 16, -std::numeric_limits<float>::infinity());
+  for (int64_t k = 0; k < c; ++k) {
+    const float* a = rows + k * channel_stride + lo;
+    const float* b = rows + k * channel_stride + hi;
+    for (int64_t x = 0; x < n; ++x) {
+      const float v = std::fma(w, b[x] - a[x], a[x]);
+      if (v > best[x]) {
+        best[x] = v;
+        idx[x] = static_cast<int32_t>(k);
+      }
+    }
+  }
+  for (int64_t x = 0; x < n; ++x) dst[x] = idx[x];
+}
+using ArgmaxBlendFn = void (*)(const float*, int64_t, int64_t, int64_t, int64_t, float, int64_t*,
+                               int64_t);
+
+void store_ids(const int32_t* idx, int64_t* dst, int64_t n) {
+  for (int64_t x = 0; x < n; ++x) dst[x] = idx[x];
+}
+
 using BlendFn = void (*)(const float*, const float*, float, float*, int64_t);
 
 // Streaming pays off past the last-level cache (32 MB on this project's machines); below it the
@@ -79,7 +190,7 @@ constexpr int64_t kStreamMinBytes = int64_t{32} << 20;
 
 BlendFn pick_blend(int64_t out_bytes) {
   if (out_bytes < kStreamMinBytes) return blend_row;
-  if (__builtin_cpu_supports("avx512f")) return blend_row_stream_avx512;
+  if (use_avx512()) return blend_row_stream_avx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return blend_row_stream_avx2;
   return blend_row;
 }
@@ -95,6 +206,7 @@ void resize_bilinear_nchw(const float* src, float* dst, int64_t planes, int64_t 
   constexpr int64_t kBlock = 32;
   const int64_t blocks = (out_h + kBlock - 1) / kBlock;
   const BlendFn blend = pick_blend(planes * out_h * out_w * static_cast<int64_t>(sizeof(float)));
+  const LerpFn lerp = pick_lerp();
   at::parallel_for(0, planes * blocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> rows;
     for (int64_t item = begin; item < end; ++item) {
@@ -104,14 +216,72 @@ void resize_bilinear_nchw(const float* src, float* dst, int64_t planes, int64_t 
       rows.resize(static_cast<size_t>((last - first + 1) * out_w));
       const float* s = src + p * in_h * in_w;
       for (int64_t y = first; y <= last; ++y)
-        lerp_row(s + y * in_w, tx.lo.data(), tx.hi.data(), tx.w.data(),
-                 rows.data() + (y - first) * out_w, out_w);
+        lerp(s + y * in_w, tx, rows.data() + (y - first) * out_w, out_w);
       float* d = dst + p * out_h * out_w;
       for (int64_t y = y0; y < y1; ++y)
         blend(rows.data() + (ty.lo[y] - first) * out_w, rows.data() + (ty.hi[y] - first) * out_w,
               ty.w[y], d + y * out_w, out_w);
     }
     _mm_sfence();  // streaming stores are weakly ordered: drain this thread's before the join
+  });
+}
+
+void argmax_channels_nchw(const float* src, int64_t* dst, int64_t n, int64_t c, int64_t h,
+                          int64_t w) {
+  // Work items: one row of one image; the channels' rows stream past its running maximum.
+  at::parallel_for(0, n * h, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> best(static_cast<size_t>(w));
+    std::vector<int32_t> idx(static_cast<size_t>(w));
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t i = item / h, y = item % h;
+      const float* s = src + i * c * h * w + y * w;
+      std::fill(best.begin(), best.end(), -std::numeric_limits<float>::infinity());
+      std::fill(idx.begin(), idx.end(), 0);
+      for (int64_t k = 0; k < c; ++k)
+        max_update_row(s + k * h * w, static_cast<int32_t>(k), best.data(), idx.data(), w);
+      store_ids(idx.data(), dst + i * h * w + y * w, w);
+    }
+  });
+}
+
+void resize_bilinear_argmax_nchw(const float* src, int64_t* dst, int64_t n, int64_t c, int64_t in_h,
+                                 int64_t in_w, int64_t out_h, int64_t out_w) {
+  const Taps tx(in_w, out_w), ty(in_h, out_h);
+  // Work items: blocks of output rows of one image. A block interpolates the source rows it
+  // reads horizontally, all channels ([channel][row][x], sized to stay in the core's L2
+  // cache: about 512 KB), then each output pixel's class is the argmax over channels of the
+  // vertical blend, kept in registers 16 pixels at a time (argmax_blend_*): the scores are
+  // never stored.
+  const int64_t src_rows_fit = std::max<int64_t>(
+      2, (int64_t{512} << 10) / (c * out_w * static_cast<int64_t>(sizeof(float))));
+  const int64_t block = std::clamp<int64_t>((src_rows_fit - 1) * out_h / in_h, 1, 64);
+  const int64_t blocks = (out_h + block - 1) / block;
+  const LerpFn lerp = pick_lerp();
+  const ArgmaxBlendFn argmax_blend = use_avx512() ? argmax_blend_avx512 : argmax_blend_plain;
+  at::parallel_for(0, n * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> rows;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t i = item / blocks, y0 = (item % blocks) * block;
+      const int64_t y1 = std::min(y0 + block, out_h);
+      const int64_t first = ty.lo[y0], last = ty.hi[y1 - 1];  // source rows read
+      // One channel's rows, padded to the next cache line and, where that is a multiple of
+      // 1 KB, one line more: channels a power of two apart would all map to the same L1 sets
+      // and evict each other while argmax_blend reads every channel at one x.
+      int64_t stride = ((last - first + 1) * out_w + 15) / 16 * 16;
+      if (stride % 256 == 0) stride += 16;
+      rows.resize(static_cast<size_t>(c * stride));
+      for (int64_t k = 0; k < c; ++k)
+        for (int64_t y = first; y <= last; ++y)
+          lerp(src + ((i * c + k) * in_h + y) * in_w, tx,
+               rows.data() + k * stride + (y - first) * out_w, out_w);
+      for (int64_t y = y0; y < y1; ++y) {
+        const int64_t lo = (ty.lo[y] - first) * out_w, hi = (ty.hi[y] - first) * out_w;
+        int64_t* d = dst + (i * out_h + y) * out_w;
+        for (int64_t x = 0; x < out_w; x += 16)
+          argmax_blend(rows.data() + x, stride, c, lo, hi, ty.w[y], d + x,
+                       std::min<int64_t>(16, out_w - x));
+      }
+    }
   });
 }
 

@@ -5,12 +5,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
-#include <string>
 #include <type_traits>
 #include <vector>
 
 #include "common/error.h"
+#include "engine/cpu_features.h"
 
 namespace segslim::engine {
 
@@ -88,30 +87,19 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void read_tile_avx512(
       const __m512 k = _mm512_set1_ps(p.scale);
       for (int64_t c = 0; c < n; c += 16) {
         const __mmask16 m = n - c >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - c)) - 1);
-        __m512 v;
+        __m512 v;  // (maskz conversions: GCC 12 warns about the plain ones' undefined operand)
         if (p.type == ElemType::kF32) {
           v = _mm512_maskz_loadu_ps(m, static_cast<const float*>(p.data) + at + c);
-        } else if (p.type == ElemType::kS8) {
-          v = _mm512_mul_ps(k, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(
-                                   m, static_cast<const int8_t*>(p.data) + at + c))));
         } else {
-          v = _mm512_mul_ps(k, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(
-                                   m, static_cast<const uint8_t*>(p.data) + at + c))));
+          const __m128i q = _mm_maskz_loadu_epi8(m, static_cast<const int8_t*>(p.data) + at + c);
+          const __m512i i32 = p.type == ElemType::kS8 ? _mm512_maskz_cvtepi8_epi32(m, q)
+                                                      : _mm512_maskz_cvtepu8_epi32(m, q);
+          v = _mm512_mul_ps(k, _mm512_maskz_cvtepi32_ps(m, i32));
         }
         _mm512_mask_storeu_ps(x + c, m, v);
       }
       x += n;
     }
-}
-
-// AVX-512 (Intel since Skylake-SP, AMD since Zen 4) when the CPU has it; SEGSLIM_NO_AVX512=1
-// forces the plain reader (the tests check both).
-ReadTile pick_read_tile() {
-  const char* off = std::getenv("SEGSLIM_NO_AVX512");
-  if ((!off || std::string(off) != "1") && __builtin_cpu_supports("avx512f") &&
-      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
-    return read_tile_avx512;
-  return read_tile_plain;
 }
 
 // Pixels [begin, end) tile by tile. Past the reads, the per-channel steps run over the whole
@@ -183,7 +171,7 @@ void concat_affine_nhwc(const ConcatAffineArgs& args) {
   const AffineOutput* f32_out = nullptr;
   for (const auto& o : args.outs)
     if (o.type == ElemType::kF32 && !f32_out) f32_out = &o;
-  const ReadTile read_tile = pick_read_tile();
+  const ReadTile read_tile = use_avx512() ? read_tile_avx512 : read_tile_plain;
   at::parallel_for(0, args.pixels, tile, [&](int64_t begin, int64_t end) {
     std::vector<float> scratch(f32_out ? 0 : static_cast<size_t>(tile * C));
     run_pixels(args, read_tile, f32_out, begin, end, scratch.data());

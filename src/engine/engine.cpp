@@ -45,6 +45,9 @@ void Engine::Impl::check_supported() {
       for (const auto& o : n.output()) known.insert(o);
     } else if (default_domain && native_ops().count(n.op_type())) {
       ok = true;
+    } else if (default_domain && n.op_type() == "ArgMax" && g.output_size() > 0 &&
+               n.output(0) == g.output(0).name()) {
+      ok = true;  // the class-id map at the end of a deployed model
     } else if (default_domain && reg.find(n.op_type())) {
       // the executor's ATen kernel, on runtime tensors: float results only
       ok = float_result(n);
@@ -62,7 +65,7 @@ void Engine::Impl::check_supported() {
   }
   throw Error(msg +
               ". Runs every op `segslim inspect` accepts, on float tensors (integer and boolean "
-              "results only on compile-time constants)");
+              "results only on compile-time constants, or an ArgMax as the graph output)");
 }
 
 std::unique_ptr<Plan> Engine::Impl::compile(const std::vector<int64_t>& in_dims) {
@@ -74,7 +77,7 @@ std::unique_ptr<Plan> Engine::Impl::compile(const std::vector<int64_t>& in_dims)
   Val& ov = p->vals[p->output_val];
   p->out_dims = ov.dims;
   memory::desc omd(mdims(ov.dims), dt::f32, plain_tag(ov.dims.size()));
-  p->output_direct = ov.md == omd && !ov.external;
+  p->output_direct = ov.int64 || (ov.md == omd && !ov.external);
   if (!p->output_direct)
     p->out_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(eng, ov.md, eng, omd));
   plan_memory(*p, eng);
@@ -111,7 +114,7 @@ at::Tensor Engine::run(const at::Tensor& input) {
   // fresh buffer would be page-faulted in on every run (a 1x19x1024x2048 map is 160 MB).
   if (!p.out_cache.defined() || p.out_cache.use_count() != 1 ||
       p.out_cache.storage().use_count() != 1)  // nor a view of it
-    p.out_cache = at::empty(p.out_dims, at::kFloat);
+    p.out_cache = at::empty(p.out_dims, p.vals[p.output_val].int64 ? at::kLong : at::kFloat);
   at::Tensor out = p.out_cache;
   p.out_mem.set_data_handle(out.data_ptr());
   const bool profile = impl_->opt.profile;

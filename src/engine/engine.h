@@ -43,7 +43,8 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   // input: float32 NCHW on the CPU, any batch and spatial size (primitives are built for a new
-  // shape on first use and cached); returns the first graph output, float32 NCHW, owned.
+  // shape on first use and cached); returns the first graph output, owned: float32 NCHW, or
+  // int64 class ids where the graph ends in ArgMax over the channels.
   at::Tensor run(const at::Tensor& input);
 
   // One line per compiled step, e.g. "Conv /stem/Conv int8 u8->s8 +bias +prelu", for

@@ -263,6 +263,7 @@ class Builder {
     if (t == "Resize" || t == "Upsample") return resize(n);
     if (t == "MatMul") return matmul(n);
     if (t == "Softmax") return softmax(n);
+    if (t == "ArgMax") return argmax(n);
     if (t == "ReduceMean" || t == "ReduceMax" || t == "ReduceSum") return reduce(n);
     if (t == "Reshape" && grouped_row_mean(n)) return;
     if (ops::Registry::instance().find(t) && float_result(n)) return aten(n);
@@ -1005,6 +1006,41 @@ class Builder {
     }
     s.in = {f32(src)};
     s.out = new_val(n.output(0), {sd[0], sd[1], out_sp[0], out_sp[1]});
+    add_step(std::move(s));
+    rt_[n.output(0)].val = p_.ir.back().out;
+  }
+
+  // ArgMax over the channels as the graph's output: the class-id map a deployed segmentation
+  // model ends in (PaddleSeg's export appends one by default). A bilinear Resize read only by
+  // it folds in, so the full-resolution scores are never written (bilinear_resize.h).
+  void argmax(const onnx::NodeProto& n) {
+    Attrs a{n};
+    const auto d = dims_of(n.input(0));
+    const int64_t axis = a.i("axis", 0);
+    if (n.output(0) != model_.graph().output(0).name())
+      fail(n, "ArgMax runs only as the graph's (first) output, the class-id map");
+    if (d.size() != 4 || (axis != 1 && axis != -3))
+      fail(n, str_cat("runs over the channels of a rank-4 tensor (axis 1); this one has rank ",
+                      d.size(), " and axis ", axis));
+    if (a.i("select_last_index", 0) != 0) fail(n, "select_last_index=1 is not supported");
+    Step s;
+    s.kind = Step::kArgMax;
+    s.op = n.op_type();
+    s.name = node_name(n);
+    s.axis = 1;
+    if (Step* r = sole_producer(n.input(0), Step::kResample);
+        r && r->algo == alg::resampling_linear && r->in.size() == 1) {
+      s.resize_to = {d[2], d[3]};
+      s.in = r->in;
+      s.tags.push_back("of the bilinear resize " + r->name);
+      r->removed = true;
+    } else {
+      s.in = {f32(n.input(0))};
+    }
+    std::vector<int64_t> od{d[0], d[2], d[3]};
+    if (a.i("keepdims", 1)) od.insert(od.begin() + 1, 1);
+    s.out = new_val(n.output(0), od, dt::s32);
+    p_.vals[s.out].int64 = true;
     add_step(std::move(s));
     rt_[n.output(0)].val = p_.ir.back().out;
   }

@@ -168,6 +168,8 @@ class Lowering {
         return int8_avg_pool(s);
       case Step::kConcatAffine:
         return concat_affine(s);
+      case Step::kArgMax:
+        return argmax(s);
       case Step::kAten:
         return aten(s);
     }
@@ -841,6 +843,31 @@ class Lowering {
     e.reads = {src};
     e.writes = {out};
     push(std::move(e), s, "bilinear nchw");
+  }
+
+  // Class ids, int64, into the caller's tensor (the graph output; engine.cpp binds it per run),
+  // from plain NCHW scores: those of the step, or the low-resolution ones of a folded resize.
+  void argmax(Step& s) {
+    const std::vector<int64_t> id = p_.vals[s.in[0]].dims;  // copies: ensure() grows p_.vals
+    const std::vector<int64_t> od = p_.vals[s.out].dims;
+    const int src = ensure(s.in[0], memory::desc(mdims(id), dt::f32, tag::nchw));
+    set_md(s.out, memory::desc(mdims(od), dt::s32, plain_tag(od.size())));
+    Exec e;
+    Plan* plan = &p_;
+    const int out = s.out;
+    const std::vector<int64_t> to = s.resize_to;
+    e.custom = [plan, src, out, id, to] {
+      const auto* x = static_cast<const float*>(plan->mems[src].get_data_handle());
+      auto* y = static_cast<int64_t*>(plan->mems[out].get_data_handle());
+      if (to.empty()) {
+        argmax_channels_nchw(x, y, id[0], id[1], id[2], id[3]);
+      } else {
+        resize_bilinear_argmax_nchw(x, y, id[0], id[1], id[2], id[3], to[0], to[1]);
+      }
+    };
+    e.reads = {src};
+    e.writes = {out};
+    push(std::move(e), s, to.empty() ? "nchw -> int64" : "bilinear nchw -> int64");
   }
 
   // Q: q = saturate(round(x / s) + zp), a reorder with output scale 1/s (nhwc int8 out).

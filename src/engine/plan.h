@@ -78,6 +78,9 @@ struct Val {
   // convolutions take u8 sources faster (no s8 compensation; oneDNN 2.6's brgemm depthwise
   // kernel exists only for u8).
   bool nonneg = false;
+  // Class ids (an ArgMax at the graph output): int64 in the caller's tensor. oneDNN has no
+  // 64-bit type and no primitive touches the value; its md (s32) only marks it as integer.
+  bool int64 = false;
 };
 
 struct PostOp {
@@ -110,6 +113,7 @@ struct Step {
     kReduce,
     kInt8AvgPool,
     kConcatAffine,
+    kArgMax,
     kAten
   };
   Kind kind;
@@ -142,6 +146,9 @@ struct Step {
   std::vector<float> affine_a, affine_c;  // y = a_c * x + c_c
   std::vector<int> qouts;
   bool removed = false;  // folded into a later step: nothing to lower
+  // argmax over channels (axis 1) of `in`, or of its bilinear resize to these H, W (the
+  // Resize before it, folded in); empty: no resize
+  std::vector<int64_t> resize_to;
   // aten
   const onnx::NodeProto* node = nullptr;
   std::vector<at::Tensor> const_in;  // per node input: defined = constant
@@ -171,8 +178,8 @@ struct Plan {
   int input_val = -1, output_val = -1;
   std::vector<memory> mems;  // per val, after planning
   std::shared_ptr<uint8_t> arena;
-  // The output value is plain NCHW f32 already: it lives in the caller's tensor (bound per
-  // run, like the input) and needs no final reorder.
+  // The output value is plain NCHW f32 already (or int64 class ids): it lives in the caller's
+  // tensor (bound per run, like the input) and needs no final reorder.
   bool output_direct = false;
   memory out_mem;  // user output (nchw f32), handle per run
   memory in_mem;

@@ -201,7 +201,9 @@ TEST(EngineOps, GroupedRowMeanIsAPooling) {
       EXPECT_EQ(d.find("AveragePool rw+mw grouped row mean") != std::string::npos, keepdims == 0)
           << d;
       EXPECT_NE(d.find("AveragePool rh+mh grouped row mean"), std::string::npos) << d;
-      if (keepdims == 0) EXPECT_EQ(d.find("Reshape"), std::string::npos) << d;
+      if (keepdims == 0) {
+        EXPECT_EQ(d.find("Reshape"), std::string::npos) << d;
+      }
     }
   }
 }
@@ -299,8 +301,10 @@ TEST(EngineOps, AnyExecutorOpRunsThroughAten) {
 
 TEST(EngineOps, RefusesIntegerResultsOnRuntimeTensorsAtLoad) {
   GraphBuilder b;
+  // An ArgMax runs only as the graph output (the class-id map); here a Cast reads it.
   b.node("Relu", "r", {"x"}, {"r"});
-  set_attr_int(b.node("ArgMax", "argmax_1", {"r"}, {"y"}), "axis", 1);
+  set_attr_int(b.node("ArgMax", "argmax_1", {"r"}, {"i"}), "axis", 1);
+  set_attr_int(b.node("Cast", "to_float", {"i"}, {"y"}), "to", onnx::TensorProto::FLOAT);
   b.output("y");
   try {
     Engine eng(b.model, {{}, "seg.onnx"});
@@ -322,16 +326,119 @@ TEST(EngineOps, BilinearResizeKernelMatchesAten) {
       // N C H W -> OH OW
       {2, 19, 16, 32, 128, 256}, {1, 3, 5, 7, 11, 13}, {1, 2, 1, 1, 4, 3},
       {1, 4, 9, 10, 5, 4},       {1, 1, 3, 3, 3, 3},   {1, 2, 40, 61, 1600, 2999}};
-  for (const auto& c : cases) {
-    const at::Tensor x = at::randn({c[0], c[1], c[2], c[3]});
-    at::Tensor got = at::empty({c[0], c[1], c[4], c[5]});
-    engine::resize_bilinear_nchw(x.data_ptr<float>(), got.data_ptr<float>(), c[0] * c[1], c[2],
-                                 c[3], c[4], c[5]);
-    const at::Tensor want = at::upsample_bilinear2d(x, {c[4], c[5]}, false);
-    EXPECT_TRUE(at::allclose(got, want, 1e-5, 1e-5))
-        << c[2] << "x" << c[3] << " -> " << c[4] << "x" << c[5] << ": max diff "
-        << (got - want).abs().max().item<float>();
+  // both paths: AVX-512 (where the CPU has it) and the portable one
+  for (const char* no_avx512 : {"0", "1"})
+    for (const auto& c : cases) {
+      setenv("SEGSLIM_NO_AVX512", no_avx512, 1);
+      const at::Tensor x = at::randn({c[0], c[1], c[2], c[3]});
+      at::Tensor got = at::empty({c[0], c[1], c[4], c[5]});
+      engine::resize_bilinear_nchw(x.data_ptr<float>(), got.data_ptr<float>(), c[0] * c[1], c[2],
+                                   c[3], c[4], c[5]);
+      const at::Tensor want = at::upsample_bilinear2d(x, {c[4], c[5]}, false);
+      EXPECT_TRUE(at::allclose(got, want, 1e-5, 1e-5))
+          << c[2] << "x" << c[3] << " -> " << c[4] << "x" << c[5] << ": max diff "
+          << (got - want).abs().max().item<float>() << ", SEGSLIM_NO_AVX512=" << no_avx512;
+    }
+  unsetenv("SEGSLIM_NO_AVX512");
+}
+
+// Where `got` and `want` class maps differ, the two classes' scores must tie within `tol`:
+// the engine's scores differ from the reference's by float rounding, nothing more.
+void expect_same_classes_up_to_ties(const at::Tensor& got, const at::Tensor& want,
+                                    const at::Tensor& scores, float tol, const std::string& what) {
+  ASSERT_EQ(got.sizes(), want.sizes()) << what;
+  ASSERT_EQ(got.scalar_type(), at::kLong) << what;
+  const at::Tensor g = got.reshape(want.sizes()).unsqueeze(1), w = want.unsqueeze(1);
+  const at::Tensor gap = (scores.gather(1, w) - scores.gather(1, g)).abs();
+  const at::Tensor differ = g != w;
+  EXPECT_LE(differ.sum().item<int64_t>(), std::max<int64_t>(2, want.numel() / 1000)) << what;
+  if (differ.any().item<bool>()) {
+    EXPECT_LE(gap.masked_select(differ).max().item<float>(), tol) << what;
   }
+}
+
+// The class-id kernels against at::argmax (of ATen's upsample_bilinear2d for the fused one):
+// integer and fractional factors, odd sizes, 150 classes (ADE20K), rows wider than the
+// per-block budget (one row a block), downsampling, one class, and exact ties (all channels
+// equal: the first class wins, as in ONNX ArgMax and torch.argmax).
+TEST(EngineOps, ArgMaxKernelsMatchAten) {
+  at::manual_seed(31);
+  // N C H W -> OH OW
+  const std::vector<std::vector<int64_t>> cases{{2, 19, 16, 32, 128, 256}, {1, 150, 8, 8, 64, 64},
+                                                {1, 3, 5, 7, 11, 13},      {1, 4, 9, 10, 5, 4},
+                                                {1, 1, 3, 3, 7, 7},        {1, 5, 2, 3, 3, 40000}};
+  // both paths: AVX-512 (where the CPU has it) and the portable one
+  for (const char* no_avx512 : {"0", "1"})
+    for (const auto& c : cases) {
+      setenv("SEGSLIM_NO_AVX512", no_avx512, 1);
+      const std::string what = str_cat(c[0], "x", c[1], "x", c[2], "x", c[3], " -> ", c[4], "x",
+                                       c[5], ", SEGSLIM_NO_AVX512=", no_avx512);
+      const at::Tensor x = at::randn({c[0], c[1], c[2], c[3]});
+      at::Tensor plain = at::empty({c[0], c[2], c[3]}, at::kLong);
+      engine::argmax_channels_nchw(x.data_ptr<float>(), plain.data_ptr<int64_t>(), c[0], c[1], c[2],
+                                   c[3]);
+      EXPECT_TRUE(at::equal(plain, x.argmax(1))) << what;
+      at::Tensor got = at::empty({c[0], c[4], c[5]}, at::kLong);
+      engine::resize_bilinear_argmax_nchw(x.data_ptr<float>(), got.data_ptr<int64_t>(), c[0], c[1],
+                                          c[2], c[3], c[4], c[5]);
+      const at::Tensor scores = at::upsample_bilinear2d(x, {c[4], c[5]}, false);
+      expect_same_classes_up_to_ties(got, scores.argmax(1), scores, 1e-5f, what);
+    }
+  unsetenv("SEGSLIM_NO_AVX512");
+  const at::Tensor flat = at::ones({1, 4, 3, 5}) * 0.25;
+  at::Tensor ids = at::full({1, 6, 10}, 7, at::kLong);
+  engine::resize_bilinear_argmax_nchw(flat.data_ptr<float>(), ids.data_ptr<int64_t>(), 1, 4, 3, 5,
+                                      6, 10);
+  EXPECT_EQ(ids.max().item<int64_t>(), 0);
+  at::Tensor ids2 = at::full({1, 3, 5}, 7, at::kLong);
+  engine::argmax_channels_nchw(flat.data_ptr<float>(), ids2.data_ptr<int64_t>(), 1, 4, 3, 5);
+  EXPECT_EQ(ids2.max().item<int64_t>(), 0);
+}
+
+// A model ending in Resize + ArgMax (PaddleSeg's export): the resize folds into the argmax
+// step, which writes int64 class ids into the caller's tensor; keepdims 1 and 0, with and
+// without the resize, against the executor on the same graph.
+TEST(EngineOps, ArgMaxOutputIsTheClassMap) {
+  at::manual_seed(32);
+  for (bool resize : {true, false})
+    for (int64_t keepdims : {1, 0}) {
+      GraphBuilder b;
+      b.init("w", at::randn({19, 3, 3, 3}) * 0.3);
+      set_attr_ints(b.node("Conv", "cls", {"x", "w"}, {"c"}), "pads", {1, 1, 1, 1});
+      std::string scores = "c";
+      if (resize) {
+        b.init("roi", at::empty({0}));
+        b.init("scales", at::tensor({1.f, 1.f, 4.f, 4.f}));
+        set_attr_string(b.node("Resize", "up", {"c", "roi", "scales"}, {"y"}), "mode", "linear");
+        scores = "y";
+      }
+      onnx::NodeProto* am = b.node("ArgMax", "labels", {scores}, {"ids"});
+      set_attr_int(am, "axis", 1);
+      set_attr_int(am, "keepdims", keepdims);
+      b.output("ids");
+      const std::string what = str_cat("resize ", resize, ", keepdims ", keepdims);
+      Engine eng(b.model);
+      for (int64_t n : {1, 2}) {
+        const at::Tensor x = at::randn({n, 3, 9, 13});
+        const at::Tensor got = eng.run(x);
+        const at::Tensor want = run_exec(b.model, x);
+        ASSERT_EQ(got.sizes(), want.sizes()) << what << "\n" << joined(eng.describe());
+        // the reference scores, from the same graph without the ArgMax
+        GraphBuilder f = b;
+        f.model.mutable_graph()->mutable_node()->RemoveLast();
+        f.model.mutable_graph()->clear_output();
+        f.output(scores);
+        const at::Tensor s = run_exec(f.model, x);
+        expect_same_classes_up_to_ties(got.reshape({n, s.size(2), s.size(3)}),
+                                       want.reshape({n, s.size(2), s.size(3)}), s, 1e-4f, what);
+        EXPECT_TRUE(at::equal(eng.run(x), got)) << what;
+      }
+      EXPECT_TRUE(
+          has_line(eng, resize ? "ArgMax labels of the bilinear resize up" : "ArgMax labels"))
+          << joined(eng.describe());
+      EXPECT_FALSE(has_line(eng, "Resize")) << joined(eng.describe());
+      EXPECT_TRUE(eng.profile().empty());
+    }
 }
 
 // The int8 average pooling kernel against ATen's avg_pool2d of the dequantized values, NHWC
@@ -463,11 +570,12 @@ TEST(EngineOps, ConcatAffineKernelMatchesAten) {
         EXPECT_LE((diff > scale / 2).sum().item<int64_t>(),
                   std::max<int64_t>(1, diff.numel() / 1000))
             << what;
-        if (want.numel() > 100)
+        if (want.numel() > 100) {
           EXPECT_GT(
               (ref == hi * scale).sum().item<int64_t>() + (ref == lo * scale).sum().item<int64_t>(),
               0)
               << what << ": the case should saturate";
+        }
       }
       // the same without a float output (the scratch path)
       at::Tensor s8b = at::empty_like(s8);
