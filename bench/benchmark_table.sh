@@ -4,6 +4,9 @@
 # segslim's oneDNN engine at the original's input shapes, and a GPU column ("-": this build has
 # no CUDA). Writes bench/results/benchmark_table.md and .json.
 #   bash bench/benchmark_table.sh      THREADS (default: all cores), ROUNDS (default 3), MODELS
+# The timed models are the deployed forms: each ends in ArgMax over the classes, as PaddleSeg
+# exports them (tools/export.py appends argmax by default) and as the original's table timed
+# them; the class-id map is the output (bench_append_argmax).
 # Latency needs no trained weights (random ones, exported by tools/zoo/export.py); INT8 models
 # are the FP32 ones with Q/DQ from bench_make_qdq_model (calibrated on random inputs; scales do
 # not change the latency). A model's accuracy comes from output/zoo/NAME/eval_fp32.json and
@@ -16,7 +19,7 @@ ROUNDS=${ROUNDS:-3}
 MODELS=${MODELS:-"ocrnet_hrnetw48 segformer_b0 pp_liteseg_t pp_mobileseg_base"}
 OUT=output/zoo
 mkdir -p "$OUT" bench/results
-bash scripts/build.sh segslim bench_make_qdq_model
+bash scripts/build.sh segslim bench_make_qdq_model bench_append_argmax
 
 shape_of() {  # the original's input shape
   case "$1" in
@@ -36,14 +39,18 @@ for m in $MODELS; do
   [ -f "$OUT/${m}_int8.onnx" ] ||
     build/bench_make_qdq_model "$OUT/${m}_folded.onnx" "$OUT/${m}_int8.onnx" "$(calib_shape_of "$m")" \
       Conv,ConvTranspose,AveragePool,MaxPool,MatMul >&2
+  for form in folded int8; do
+    [ -f "$OUT/${m}_${form}_deploy.onnx" ] ||
+      build/bench_append_argmax "$OUT/${m}_${form}.onnx" "$OUT/${m}_${form}_deploy.onnx" >&2
+  done
 done
 
 results=()
 for round in $(seq 1 "$ROUNDS"); do
   for m in $MODELS; do
     for p in fp32 int8; do
-      model="$OUT/${m}_folded.onnx"
-      [ "$p" = int8 ] && model="$OUT/${m}_int8.onnx"
+      model="$OUT/${m}_folded_deploy.onnx"
+      [ "$p" = int8 ] && model="$OUT/${m}_int8_deploy.onnx"
       json="$OUT/bench_${m}_${p}_r${round}.json"
       prof=()
       [ "$round" = 1 ] && [ "$p" = int8 ] && prof=(--profile 6)
@@ -92,7 +99,9 @@ def slow_steps(m):  # the non-convolution steps that cost most in INT8 (from --p
 
 lines = [f"CPU: segslim's oneDNN engine, p50 ms (median of {rounds} interleaved rounds), "
          f"{threads} threads, this machine; GPU: this build has no CUDA. "
-         "mIoU in %, where a trained model exists.", "",
+         "mIoU in %, where a trained model exists. The models are timed as deployed: ending "
+         "in ArgMax over the classes (PaddleSeg's export default, what the original timed), "
+         "the class-id map as output.", "",
          "| model | input | precision | mIoU | CPU latency (ms) | INT8 speed-up | GPU latency (ms) |",
          "|---|---|---|---|---|---|---|"]
 notes, table = [], {}

@@ -6,7 +6,8 @@
 # Models: ESPNet-CamVid at 1x3x360x480 (FP32 from ../shared, INT8 = the compressed model in
 # output/espnet_camvid_qat/ when present, else a PTQ model made here), an STDC1-like
 # conv-heavy network (tools/zoo/stdc_like.py) and PP-LiteSeg-T (tools/zoo/export.py), both at
-# 1x3x1024x2048 with random weights, their INT8 forms from bench_make_qdq_model (Conv and
+# 1x3x1024x2048 with random weights (PP-LiteSeg-T timed as deployed: ending in ArgMax), their
+# INT8 forms from bench_make_qdq_model (Conv and
 # pooling inputs quantized, as QuantAware.quantize_op_types [conv2d, pool2d]).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +17,7 @@ REPEAT=${REPEAT:-1}
 ROUNDS=${ROUNDS:-3}
 OUT=output/bench
 mkdir -p "$OUT" bench/results
-bash scripts/build.sh segslim bench_make_qdq_model
+bash scripts/build.sh segslim bench_make_qdq_model bench_append_argmax
 
 ESPNET_FP32=$SHARED/models/espnet_camvid.onnx
 ESPNET_INT8=output/espnet_camvid_qat/model.onnx
@@ -33,6 +34,13 @@ LITESEG_FP32=$OUT/pp_liteseg_t_folded.onnx
 LITESEG_INT8=$OUT/pp_liteseg_t_int8.onnx
 [ -f "$LITESEG_FP32" ] || /usr/bin/python3 tools/zoo/export.py pp_liteseg_t "$OUT" >&2
 [ -f "$LITESEG_INT8" ] || build/bench_make_qdq_model "$LITESEG_FP32" "$LITESEG_INT8" 1x3x256x512
+# PP-LiteSeg-T as deployed (benchmark_table.sh): ending in ArgMax, the class-id map as output
+for form in FP32 INT8; do
+  m=LITESEG_$form
+  deploy="${!m%.onnx}_deploy.onnx"
+  [ -f "$deploy" ] || build/bench_append_argmax "${!m}" "$deploy" >&2
+  printf -v "$m" '%s' "$deploy"
+done
 
 run() {  # round name precision engine model shape warmup repeat
   local json="$OUT/bench_$2_$3_$4_r$1.json"
@@ -64,7 +72,7 @@ for m, p, e, f in rows:
 p50 = {k: statistics.median(v) for k, v in runs.items()}
 rounds = len(next(iter(runs.values())))
 names = {"espnet": "ESPNet-CamVid 1x3x360x480", "stdc": "STDC1-like 1x3x1024x2048",
-         "liteseg": "PP-LiteSeg-T 1x3x1024x2048"}
+         "liteseg": "PP-LiteSeg-T 1x3x1024x2048 (ArgMax output)"}
 lines = [f"p50 latency in ms (median over {rounds} interleaved rounds), {threads} threads, this "
          "machine; ratios from the same run.", "",
          "| model | oneDNN FP32 | oneDNN INT8 | INT8 speed-up | LibTorch FP32 (channels_last) | "
