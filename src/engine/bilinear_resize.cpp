@@ -16,34 +16,37 @@ namespace segslim::engine {
 namespace {
 
 // Source taps of each output coordinate: x = max(0, (o + 0.5) * in / out - 0.5),
-// lo = floor(x), hi = min(lo + 1, in - 1), weight of hi = x - lo.
+// lo = floor(x), hi = min(lo + 1, in - 1), weight of hi = x - lo. 32-bit indices: the AVX-512
+// path loads 16 at a time into a vector.
 struct Taps {
-  std::vector<int64_t> lo, hi;
-  std::vector<int32_t> lo32, hi32;  // the same, for 32-bit index gathers
+  std::vector<int32_t> lo, hi;
   std::vector<float> w;
   int64_t in;
-  Taps(int64_t in, int64_t out) : lo(out), hi(out), lo32(out), hi32(out), w(out), in(in) {
+  Taps(int64_t in, int64_t out) : lo(out), hi(out), w(out), in(in) {
     const double scale = static_cast<double>(in) / static_cast<double>(out);
     for (int64_t o = 0; o < out; ++o) {
       const double x = std::max(0.0, (o + 0.5) * scale - 0.5);
-      lo[o] = std::min<int64_t>(static_cast<int64_t>(x), in - 1);
-      hi[o] = std::min<int64_t>(lo[o] + 1, in - 1);
+      lo[o] = static_cast<int32_t>(std::min<int64_t>(static_cast<int64_t>(x), in - 1));
+      hi[o] = static_cast<int32_t>(std::min<int64_t>(lo[o] + 1, in - 1));
       w[o] = static_cast<float>(x - static_cast<double>(lo[o]));
-      lo32[o] = static_cast<int32_t>(lo[o]);
-      hi32[o] = static_cast<int32_t>(hi[o]);
     }
   }
 };
 
-// r[x] = src[lo[x]] + w[x] * (src[hi[x]] - src[lo[x]]), the sum as one fused multiply-add
-// (std::fma: every path rounds alike). The compiler does not vectorize these gathers, so with
-// AVX-512 they are written out: 16 lanes, 32-bit indices.
-void lerp_row_plain(const float* src, const Taps& t, float* r, int64_t n) {
-  for (int64_t x = 0; x < n; ++x) {
+// r[x] = src[lo[x]] + w[x] * (src[hi[x]] - src[lo[x]]) for outputs [from, n), the sum as one
+// fused multiply-add (std::fma, as the AVX-512 path: every path rounds alike; x86-64-v3 has it
+// as an instruction, the baseline as a library call).
+__attribute__((target_clones("arch=x86-64-v3", "default"))) void lerp_outputs(
+    const float* src, const Taps& t, float* r, int64_t from, int64_t n) {
+  for (int64_t x = from; x < n; ++x) {
     const float a = src[t.lo[x]], b = src[t.hi[x]];
     r[x] = std::fma(t.w[x], b - a, a);
   }
 }
+void lerp_row_plain(const float* src, const Taps& t, float* r, int64_t n) {
+  lerp_outputs(src, t, r, 0, n);
+}
+// The compiler does not vectorize these gathers, so with AVX-512 they are written out.
 // Upsampling, 16 outputs read at most 17 neighbouring sources: two vector loads from the
 // first of them and a two-register permute each for lo and hi, instead of gathers (several
 // times slower); chunks spanning more (downsampling) gather.
@@ -51,11 +54,11 @@ __attribute__((target("avx512f"))) void lerp_row_avx512(const float* src, const 
                                                         int64_t n) {
   int64_t x = 0;
   for (; x + 16 <= n; x += 16) {
-    const __m512i lo = _mm512_loadu_si512(t.lo32.data() + x);
-    const __m512i hi = _mm512_loadu_si512(t.hi32.data() + x);
-    const int64_t base = t.lo32[x];
+    const __m512i lo = _mm512_loadu_si512(t.lo.data() + x);
+    const __m512i hi = _mm512_loadu_si512(t.hi.data() + x);
+    const int64_t base = t.lo[x];
     __m512 a, b;
-    if (t.hi32[x + 15] - base < 32) {
+    if (t.hi[x + 15] - base < 32) {
       const int64_t avail = t.in - base;  // sources from base on: load no further
       const __mmask16 m0 = avail >= 16 ? __mmask16(0xffff) : __mmask16((1u << avail) - 1);
       const __mmask16 m1 = avail >= 32   ? __mmask16(0xffff)
@@ -73,10 +76,7 @@ __attribute__((target("avx512f"))) void lerp_row_avx512(const float* src, const 
     _mm512_storeu_ps(r + x,
                      _mm512_fmadd_ps(_mm512_loadu_ps(t.w.data() + x), _mm512_sub_ps(b, a), a));
   }
-  for (; x < n; ++x) {
-    const float a = src[t.lo[x]], b = src[t.hi[x]];
-    r[x] = std::fma(t.w[x], b - a, a);
-  }
+  lerp_outputs(src, t, r, x, n);
 }
 using LerpFn = void (*)(const float*, const Taps&, float*, int64_t);
 LerpFn pick_lerp() { return use_avx512() ? lerp_row_avx512 : lerp_row_plain; }
@@ -157,8 +157,9 @@ __attribute__((target("avx512f"))) void argmax_blend_avx512(const float* rows,
   _mm512_mask_storeu_epi64(dst + 8, static_cast<__mmask8>(m >> 8),
                            _mm512_maskz_cvtepi32_epi64(0xff, hi8));
 }
-void argmax_blend_plain(const float* rows, int64_t channel_stride, int64_t c, int64_t lo,
-                        int64_t hi, float w, int64_t* dst, int64_t n) {
+__attribute__((target_clones("arch=x86-64-v3", "default"))) void argmax_blend_plain(
+    const float* rows, int64_t channel_stride, int64_t c, int64_t lo, int64_t hi, float w,
+    int64_t* dst, int64_t n) {
   float best[16];
   int32_t idx[16] = {};
   std::fill(best, best + 16, -std::numeric_limits<float>::infinity());

@@ -71,7 +71,10 @@ SEGSLIM_INLINE void store_u8(const float* __restrict x, float inv, uint8_t* __re
 // reader loads 16 channels at a time under a mask instead, tails included.
 using ReadTile = void (*)(const ConcatAffineArgs&, int64_t, int64_t, float*);
 
-void read_tile_plain(const ConcatAffineArgs& args, int64_t t0, int64_t pixels, float* x) {
+// (AVX2 clone: the int8 conversions vectorize there where a piece has enough channels.)
+__attribute__((target_clones("avx2", "default"))) void read_tile_plain(const ConcatAffineArgs& args,
+                                                                       int64_t t0, int64_t pixels,
+                                                                       float* x) {
   for (int64_t px = t0; px < t0 + pixels; ++px)
     for (const auto& p : args.pieces) {
       read<false>(p, px * p.channels, x, p.channels);

@@ -1027,7 +1027,6 @@ class Builder {
     s.kind = Step::kArgMax;
     s.op = n.op_type();
     s.name = node_name(n);
-    s.axis = 1;
     if (Step* r = sole_producer(n.input(0), Step::kResample);
         r && r->algo == alg::resampling_linear && r->in.size() == 1) {
       s.resize_to = {d[2], d[3]};
