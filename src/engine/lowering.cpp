@@ -18,6 +18,7 @@
 #include "engine/concat_affine.h"
 #include "engine/int8_avg_pool.h"
 #include "engine/plan.h"
+#include "engine/planar_quantize.h"
 #include "ops/registry.h"
 
 namespace segslim::engine {
@@ -870,12 +871,33 @@ class Lowering {
     push(std::move(e), s, to.empty() ? "nchw -> int64" : "bilinear nchw -> int64");
   }
 
-  // Q: q = saturate(round(x / s) + zp), a reorder with output scale 1/s (nhwc int8 out).
+  // Q: q = saturate(round(x / s) + zp), a reorder with output scale 1/s (nhwc int8 out); from
+  // a plain NCHW float tensor of up to 4 channels (the network input) our own kernel, which
+  // changes the layout 16 pixels at a time (engine/planar_quantize.h). Wider tensors stay
+  // with oneDNN's blocked transposes.
   void quant(Step& s) {
     const int src = s.in[0];
     Val& out = p_.vals[s.out];
     const memory::desc dmd(mdims(out.dims), out.type,
                            out.dims.size() == 4 ? tag::acdb : plain_tag(out.dims.size()));
+    const std::vector<int64_t> d = out.dims;
+    if (d.size() == 4 && d[1] <= 4 && md(src) == memory::desc(mdims(d), dt::f32, tag::nchw)) {
+      set_md(s.out, dmd);
+      Exec e;
+      Plan* plan = &p_;
+      const int dst = s.out;
+      const float inv = 1.f / s.scale;
+      const int32_t zp = s.zp;
+      const bool u8 = out.type == dt::u8;
+      e.custom = [plan, src, dst, d, inv, zp, u8] {
+        quantize_nchw_to_nhwc(static_cast<const float*>(plan->mems[src].get_data_handle()),
+                              plan->mems[dst].get_data_handle(), d[0], d[1], d[2], d[3], inv, zp,
+                              u8);
+      };
+      e.reads = {src};
+      e.writes = {dst};
+      return push(std::move(e), s, "nchw f32 -> nhwc");
+    }
     dnnl::primitive_attr attr;
     attr.set_output_scales(0, {1.f / s.scale});
     if (s.zp != 0) attr.set_zero_points(DNNL_ARG_DST, 0, {s.zp});
@@ -894,7 +916,46 @@ class Lowering {
     push_reorder(s, src, dmd, attr);
   }
 
+  // Transpose as a oneDNN reorder: the source read through a descriptor with the output's
+  // dims and the source's strides permuted (output dim i walks source dim perm[i]), written
+  // plain. ATen made a strided copy and then copied it again into the plan's buffer.
+  bool transpose(Step& s) {
+    const std::vector<int64_t> id = p_.vals[s.in[0]].dims;  // copies: ensure() grows p_.vals
+    const std::vector<int64_t> od = p_.vals[s.out].dims;
+    const size_t r = id.size();
+    std::vector<int64_t> perm;
+    for (const auto& a : s.node->attribute())
+      if (a.name() == "perm") perm.assign(a.ints().begin(), a.ints().end());
+    if (perm.empty())
+      for (size_t i = 0; i < r; ++i) perm.push_back(static_cast<int64_t>(r - 1 - i));
+    if (r < 2 || r > 6 || perm.size() != r) return false;
+    std::vector<int64_t> plain_strides(r, 1);
+    for (size_t i = r - 1; i > 0; --i) plain_strides[i - 1] = plain_strides[i] * id[i];
+    memory::dims view_strides(r);
+    for (size_t i = 0; i < r; ++i) {
+      if (perm[i] < 0 || perm[i] >= static_cast<int64_t>(r) || id[perm[i]] != od[i]) return false;
+      view_strides[i] = plain_strides[perm[i]];
+    }
+    const int src = ensure(s.in[0], memory::desc(mdims(id), dt::f32, plain_tag(r)));
+    // the graph's input and output buffers are bound per run, not at plan time: the view
+    // (a second memory object over the buffer) would miss them
+    if (p_.vals[src].external || src == p_.output_val) return false;
+    const memory::desc view(mdims(od), dt::f32, view_strides);
+    const memory::desc dst(mdims(od), dt::f32, plain_tag(r));
+    dnnl::reorder::primitive_desc pd(eng_, view, eng_, dst);
+    set_md(s.out, dst);
+    Exec e;
+    e.prim = dnnl::reorder(pd);
+    e.val_args = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, s.out}};
+    e.arg_md[DNNL_ARG_FROM] = view;
+    e.reads = {src};
+    e.writes = {s.out};
+    push(std::move(e), s, "reorder " + impl(pd));
+    return true;
+  }
+
   void aten(Step& s) {
+    if (s.node && s.node->op_type() == "Transpose" && s.in.size() == 1 && transpose(s)) return;
     s.tags.push_back("aten f32");
     std::vector<int> plain_in;
     for (int v : s.in) {

@@ -40,6 +40,41 @@ bool is_zero_pad(const onnx::GraphProto& graph, const onnx::NodeProto& n) {
   return v.numel() == 1 && v.item<double>() == 0;
 }
 
+// A weight written as Transpose(initializer) (PyTorch's export of nn.Linear without constant
+// folding: MatMul(x, Transpose(W))) becomes an initializer of the Transpose's output name,
+// holding the transposed tensor, and the Transpose goes: the weight is then quantized like any
+// other (per output channel, int8), and an int8 runtime gets a constant int8 matrix.
+void fold_weight_transposes(onnx::GraphProto* graph, const std::set<std::string>& op_types) {
+  std::set<std::string> weights;
+  for (const auto& n : graph->node())
+    if (op_types.count(n.op_type()) && n.input_size() > 1) weights.insert(n.input(1));
+  std::set<std::string> sources;
+  std::vector<bool> drop(graph->node_size(), false);
+  for (int i = 0; i < graph->node_size(); ++i) {
+    const onnx::NodeProto& n = graph->node(i);
+    if (n.op_type() != "Transpose" || n.output_size() != 1 || !weights.count(n.output(0))) continue;
+    const int w = detail::find_initializer(*graph, n.input(0));
+    if (w < 0 || graph->initializer(w).data_type() != onnx::TensorProto::FLOAT) continue;
+    const at::Tensor t = tensor_from_proto(graph->initializer(w));
+    std::vector<int64_t> perm;
+    for (const auto& a : n.attribute())
+      if (a.name() == "perm") perm.assign(a.ints().begin(), a.ints().end());
+    if (perm.empty())  // default: reverse the dimensions
+      for (int64_t d = t.dim() - 1; d >= 0; --d) perm.push_back(d);
+    SEGSLIM_CHECK(static_cast<int64_t>(perm.size()) == t.dim(), "insert_qdq: Transpose ", n.name(),
+                  " has perm of ", perm.size(), " axes for a weight of rank ", t.dim());
+    *graph->add_initializer() = tensor_to_proto(t.permute(perm).contiguous(), n.output(0));
+    sources.insert(n.input(0));
+    drop[i] = true;
+  }
+  if (sources.empty()) return;
+  google::protobuf::RepeatedPtrField<onnx::NodeProto> kept;
+  for (int i = 0; i < graph->node_size(); ++i)
+    if (!drop[i]) *kept.Add() = graph->node(i);
+  graph->mutable_node()->Swap(&kept);
+  detail::remove_unused_initializers(graph, sources);
+}
+
 struct Pending {
   QdqSite site;
   int first_consumer = -1;
@@ -58,6 +93,7 @@ QdqModel insert_qdq(const onnx::ModelProto& model, const QuantPolicy& policy) {
   QdqModel result;
   result.model = model;
   auto* graph = result.model.mutable_graph();
+  fold_weight_transposes(graph, policy.op_types);
 
   // The nodes to quantize, in graph order.
   std::vector<int> typed;
@@ -114,7 +150,12 @@ QdqModel insert_qdq(const onnx::ModelProto& model, const QuantPolicy& policy) {
     use(node.input(0), i, 0, false, -1);
     if (node.input_size() < 2) continue;
     const int w = detail::find_initializer(*graph, node.input(1));
-    if (w < 0) continue;  // a computed weight is not quantized here
+    if (w < 0) {
+      // MatMul of two runtime tensors (attention's Q K^T and A V): B is an activation too, as
+      // PaddleSlim quantizes matmul's Y; a computed weight of any other type stays float
+      if (node.op_type() == "MatMul" && !node.input(1).empty()) use(node.input(1), i, 1, false, -1);
+      continue;
+    }
     const auto& proto = graph->initializer(w);
     if (proto.data_type() != onnx::TensorProto::FLOAT) continue;
     use(node.input(1), i, 1, true, weight_axis(node, proto.dims_size()));

@@ -9,6 +9,7 @@
 #include "engine/concat_affine.h"
 #include "engine/engine_test_util.h"
 #include "engine/int8_avg_pool.h"
+#include "engine/planar_quantize.h"
 
 namespace segslim::testing {
 namespace {
@@ -51,12 +52,44 @@ TEST(EngineOps, MatmulAndSoftmaxOnOnednn) {
     eng.run(x);
     for (const char* step : {"MatMul q ", "MatMul scores ", "MatMul attend ", "Softmax softmax "})
       EXPECT_TRUE(has_line(eng, step)) << step << "\n" << joined(eng.describe());
-    EXPECT_TRUE(has_line(eng, "Transpose kt aten")) << joined(eng.describe());
+    EXPECT_TRUE(has_line(eng, "Transpose kt [reorder")) << joined(eng.describe());
     // the scalar Mul is the scores matmul's output scale
     EXPECT_TRUE(has_line(eng, "MatMul scores f32 *scale") || has_line(eng, "MatMul scores *scale"))
         << joined(eng.describe());
     EXPECT_FALSE(has_line(eng, "Mul scaled")) << joined(eng.describe());
   }
+}
+
+// Transposes of runtime tensors as oneDNN reorders through a permuted-stride view: every
+// permutation SegFormer's attention and token <-> map conversions use, the default (reversed)
+// one, ranks 3 to 5 (through Reshapes), odd sizes; exact (a permutation moves values only).
+// One on the graph input itself goes to ATen (that buffer is bound per run).
+TEST(EngineOps, TransposeIsAReorder) {
+  at::manual_seed(34);
+  GraphBuilder b;
+  b.node("Relu", "r", {"x"}, {"xr"});
+  set_attr_ints(b.node("Transpose", "t4", {"xr"}, {"t4"}), "perm", {0, 2, 3, 1});
+  set_attr_ints(b.node("Transpose", "t4b", {"t4"}, {"t4b"}), "perm", {0, 3, 1, 2});
+  b.node("Transpose", "rev", {"t4b"}, {"rev"});  // no perm: reversed
+  b.init("shape5", at::tensor({2, 3, 5, 7, 4}, at::kLong));
+  b.node("Reshape", "to5", {"rev", "shape5"}, {"r5"});
+  set_attr_ints(b.node("Transpose", "t5", {"r5"}, {"t5"}), "perm", {0, 3, 1, 4, 2});
+  b.init("shape3", at::tensor({6, 35, 4}, at::kLong));
+  b.node("Reshape", "to3", {"t5", "shape3"}, {"r3"});
+  set_attr_ints(b.node("Transpose", "t3", {"r3"}, {"t3"}), "perm", {0, 2, 1});
+  b.init("shape4", at::tensor({2, 3, 10, 14}, at::kLong));
+  b.node("Reshape", "back", {"t3", "shape4"}, {"r4"});
+  set_attr_ints(b.node("Transpose", "on_input", {"x"}, {"xt"}), "perm", {0, 1, 3, 2});
+  b.node("Add", "y", {"r4", "xt"}, {"y"});
+  b.output("y");
+  const at::Tensor x = at::randn({2, 3, 14, 10});
+  Engine eng(b.model);
+  const at::Tensor got = eng.run(x);
+  EXPECT_TRUE(at::equal(got, run_exec(b.model, x))) << joined(eng.describe());
+  for (const char* t :
+       {"Transpose t4 [reorder", "Transpose t4b [reorder", "Transpose rev [reorder",
+        "Transpose t5 [reorder", "Transpose t3 [reorder", "Transpose on_input aten"})
+    EXPECT_TRUE(has_line(eng, t)) << t << "\n" << joined(eng.describe());
 }
 
 // The same attention with MatMul quantized (QuantAware [matmul]): the projections run as
@@ -393,6 +426,47 @@ TEST(EngineOps, ArgMaxKernelsMatchAten) {
   at::Tensor ids2 = at::full({1, 3, 5}, 7, at::kLong);
   engine::argmax_channels_nchw(flat.data_ptr<float>(), ids2.data_ptr<int64_t>(), 1, 4, 3, 5);
   EXPECT_EQ(ids2.max().item<int64_t>(), 0);
+}
+
+// The network input's QuantizeLinear, NCHW float to channels-last int8, against ATen:
+// round half to even of x * (1 / s) (at::round), plus the zero point, saturated, permuted.
+// Three channels (the AVX-512 interleave) with widths that leave tails, other channel counts
+// (the portable path), exact ties, values past both ends, s8 and u8 with zero points.
+TEST(EngineOps, PlanarQuantizeMatchesAten) {
+  at::manual_seed(33);
+  struct Case {
+    int64_t n, c, h, w;
+    float scale;
+    int32_t zp;
+    bool u8;
+  };
+  const std::vector<Case> cases{{1, 3, 5, 37, 0.02f, 0, false}, {2, 3, 4, 48, 0.25f, 0, false},
+                                {1, 3, 3, 7, 0.05f, 128, true}, {1, 3, 2, 33, 0.125f, -3, false},
+                                {1, 1, 3, 21, 0.03f, 0, false}, {2, 4, 3, 19, 0.04f, 10, true},
+                                {1, 5, 2, 17, 0.5f, 0, false}};
+  for (const char* no_avx512 : {"0", "1"})
+    for (const auto& c : cases) {
+      setenv("SEGSLIM_NO_AVX512", no_avx512, 1);
+      const std::string what =
+          str_cat(c.n, "x", c.c, "x", c.h, "x", c.w, " scale ", c.scale, " zp ", c.zp,
+                  c.u8 ? " u8" : " s8", ", SEGSLIM_NO_AVX512=", no_avx512);
+      // mostly inside the range, some past both ends, and exact ties k + 0.5 (the scales are
+      // powers of two there, or the products round to them anyway: at::round sees the same)
+      at::Tensor x = at::randn({c.n, c.c, c.h, c.w}) * (100 * c.scale);
+      x.view(-1).slice(0, 0, 8).copy_(
+          at::tensor({-300.f, 300.f, 0.5f, 1.5f, -0.5f, -2.5f, 2.5f, 126.5f}) * c.scale);
+      const float inv = 1.f / c.scale;
+      const at::Tensor want = ((x * inv).round() + c.zp)
+                                  .clamp(c.u8 ? 0 : -128, c.u8 ? 255 : 127)
+                                  .permute({0, 2, 3, 1})
+                                  .contiguous()
+                                  .to(at::kInt);
+      at::Tensor got = at::empty({c.n, c.h, c.w, c.c}, c.u8 ? at::kByte : at::kChar);
+      engine::quantize_nchw_to_nhwc(x.data_ptr<float>(), got.data_ptr(), c.n, c.c, c.h, c.w, inv,
+                                    c.zp, c.u8);
+      EXPECT_TRUE(at::equal(got.to(at::kInt), want)) << what;
+    }
+  unsetenv("SEGSLIM_NO_AVX512");
 }
 
 // A model ending in Resize + ArgMax (PaddleSeg's export): the resize folds into the argmax

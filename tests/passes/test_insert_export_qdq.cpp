@@ -161,6 +161,45 @@ TEST(InsertQdq, ConcatInputsShareTheConcatsScale) {
   EXPECT_NE(find_init(q2.model, "y1_scale"), nullptr);
 }
 
+// A linear layer exported as MatMul(x, Transpose(W)) and an attention-like product of two
+// runtime tensors: the Transpose folds into an initializer holding W^T, quantized per output
+// column (axis 1 of [K, N]); the runtime B is an activation with its own pair. The outputs stay
+// those of the FP32 graph within the quantization error, and the exported model runs the same.
+TEST(InsertQdq, MatmulWeightBehindTransposeAndRuntimeOperandsAreQuantized) {
+  at::manual_seed(7);
+  GraphBuilder b;
+  const at::Tensor w = at::randn({5, 4});
+  b.init("w", w);
+  b.node("Transpose", "linear/t", {"w"}, {"wt"});
+  b.node("MatMul", "linear", {"x", "wt"}, {"y"});
+  set_attr_ints(b.node("Transpose", "kt", {"y"}, {"yt"}), "perm", {0, 1, 3, 2});
+  b.node("MatMul", "scores", {"y", "yt"}, {"s"});
+  b.output("s");
+  const at::Tensor x = at::randn({1, 2, 3, 4});
+  QdqModel q = passes::insert_qdq(b.model, {{"MatMul"}});
+  ASSERT_EQ(q.weights.size(), 1u);
+  EXPECT_EQ(q.weights[0].tensor, "wt");
+  EXPECT_EQ(q.weights[0].axis, 1);
+  const auto* wt = find_init(q.model, "wt");
+  ASSERT_NE(wt, nullptr);
+  EXPECT_TRUE(at::equal(tensor_from_proto(*wt), w.t()));
+  EXPECT_EQ(find_init(q.model, "w"), nullptr);  // no longer read
+  EXPECT_EQ(count_ops(q.model, "Transpose"), 1);
+  std::set<std::string> acts;
+  for (const auto& a : q.activations) acts.insert(a.tensor);
+  EXPECT_EQ(acts, (std::set<std::string>{"x", "y", "yt"}));
+  EXPECT_EQ(count_ops(q.model, "QuantizeLinear"), 4);
+  EXPECT_TRUE(passes_checker(q.model));
+  calibrate_abs_max(q, b.model, x);
+  const at::Tensor fp32 = run_model(b.model, x);
+  const at::Tensor fake = run_model(q.model, x);
+  EXPECT_LT(rel_l2(fake, fp32), 0.05);
+  EXPECT_GT(rel_l2(fake, fp32), 0.0);
+  const auto exported = passes::export_qdq(q.model);
+  EXPECT_EQ(count_ops(exported, "QuantizeLinear"), 3);
+  EXPECT_TRUE(close_to_scale(run_model(exported, x), fake, 1e-5));
+}
+
 TEST(InsertQdq, RefusesOldOpsets) {
   auto model = folded_tiny();
   model.mutable_opset_import(0)->set_version(12);
