@@ -265,6 +265,7 @@ class Builder {
     if (t == "Softmax") return softmax(n);
     if (t == "ArgMax") return argmax(n);
     if (t == "ReduceMean" || t == "ReduceMax" || t == "ReduceSum") return reduce(n);
+    if (t == "Transpose") return transpose(n);
     if (t == "Reshape" && grouped_row_mean(n)) return;
     if (ops::Registry::instance().find(t) && float_result(n)) return aten(n);
     fail(n, "is not supported by the engine");
@@ -1185,6 +1186,25 @@ class Builder {
 
   // Reductions with keepdims over constant axes (attribute, or ReduceSum's input from opset
   // 13): oneDNN reduction in the source's layout (UAFM's channel mean/max, pooled features).
+  // A Transpose of a runtime tensor: a layout reorder when lowered (lowering.cpp), with the
+  // ATen kernel as its fallback.
+  void transpose(const onnx::NodeProto& n) {
+    const int64_t r = static_cast<int64_t>(dims_of(n.input(0)).size());
+    std::vector<int64_t> perm = Attrs{n}.ints("perm");
+    if (perm.empty())  // default: the dimensions reversed
+      for (int64_t i = r - 1; i >= 0; --i) perm.push_back(i);
+    std::vector<int64_t> sorted = perm;
+    std::sort(sorted.begin(), sorted.end());
+    for (int64_t i = 0; i < static_cast<int64_t>(sorted.size()); ++i)
+      if (sorted[i] != i || static_cast<int64_t>(perm.size()) != r)
+        fail(n, str_cat("perm must be a permutation of 0..", r - 1, " for an input of rank ", r));
+    Step s = aten_step(n);
+    s.kind = Step::kTranspose;
+    s.perm = std::move(perm);
+    add_step(std::move(s));
+    rt_[n.output(0)].val = p_.ir.back().out;
+  }
+
   void reduce(const onnx::NodeProto& n) {
     Attrs a{n};
     const std::string& t = n.op_type();

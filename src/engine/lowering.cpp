@@ -171,6 +171,8 @@ class Lowering {
         return concat_affine(s);
       case Step::kArgMax:
         return argmax(s);
+      case Step::kTranspose:
+        return transpose(s);
       case Step::kAten:
         return aten(s);
     }
@@ -919,27 +921,18 @@ class Lowering {
   // Transpose as a oneDNN reorder: the source read through a descriptor with the output's
   // dims and the source's strides permuted (output dim i walks source dim perm[i]), written
   // plain. ATen made a strided copy and then copied it again into the plan's buffer.
-  bool transpose(Step& s) {
+  void transpose(Step& s) {
     const std::vector<int64_t> id = p_.vals[s.in[0]].dims;  // copies: ensure() grows p_.vals
     const std::vector<int64_t> od = p_.vals[s.out].dims;
     const size_t r = id.size();
-    std::vector<int64_t> perm;
-    for (const auto& a : s.node->attribute())
-      if (a.name() == "perm") perm.assign(a.ints().begin(), a.ints().end());
-    if (perm.empty())
-      for (size_t i = 0; i < r; ++i) perm.push_back(static_cast<int64_t>(r - 1 - i));
-    if (r < 2 || r > 6 || perm.size() != r) return false;
+    const int src = ensure(s.in[0], memory::desc(mdims(id), dt::f32, plain_tag(r)));
+    // oneDNN takes up to 6 dims; the graph's input and output buffers are bound per run, not at
+    // plan time: the view (a second memory object over the buffer) would miss them
+    if (r > 6 || p_.vals[src].external || src == p_.output_val) return aten(s);
     std::vector<int64_t> plain_strides(r, 1);
     for (size_t i = r - 1; i > 0; --i) plain_strides[i - 1] = plain_strides[i] * id[i];
     memory::dims view_strides(r);
-    for (size_t i = 0; i < r; ++i) {
-      if (perm[i] < 0 || perm[i] >= static_cast<int64_t>(r) || id[perm[i]] != od[i]) return false;
-      view_strides[i] = plain_strides[perm[i]];
-    }
-    const int src = ensure(s.in[0], memory::desc(mdims(id), dt::f32, plain_tag(r)));
-    // the graph's input and output buffers are bound per run, not at plan time: the view
-    // (a second memory object over the buffer) would miss them
-    if (p_.vals[src].external || src == p_.output_val) return false;
+    for (size_t i = 0; i < r; ++i) view_strides[i] = plain_strides[s.perm[i]];
     const memory::desc view(mdims(od), dt::f32, view_strides);
     const memory::desc dst(mdims(od), dt::f32, plain_tag(r));
     dnnl::reorder::primitive_desc pd(eng_, view, eng_, dst);
@@ -951,11 +944,9 @@ class Lowering {
     e.reads = {src};
     e.writes = {s.out};
     push(std::move(e), s, "reorder " + impl(pd));
-    return true;
   }
 
   void aten(Step& s) {
-    if (s.node && s.node->op_type() == "Transpose" && s.in.size() == 1 && transpose(s)) return;
     s.tags.push_back("aten f32");
     std::vector<int> plain_in;
     for (int v : s.in) {

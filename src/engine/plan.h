@@ -114,6 +114,7 @@ struct Step {
     kInt8AvgPool,
     kConcatAffine,
     kArgMax,
+    kTranspose,
     kAten
   };
   Kind kind;
@@ -149,6 +150,8 @@ struct Step {
   // argmax over channels (axis 1) of `in`, or of its bilinear resize to these H, W (the
   // Resize before it, folded in); empty: no resize
   std::vector<int64_t> resize_to;
+  // transpose (prepared as an aten step too, its fallback): output dim i is input dim perm[i]
+  std::vector<int64_t> perm;
   // aten
   const onnx::NodeProto* node = nullptr;
   std::vector<at::Tensor> const_in;  // per node input: defined = constant

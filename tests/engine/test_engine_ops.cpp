@@ -90,6 +90,19 @@ TEST(EngineOps, TransposeIsAReorder) {
        {"Transpose t4 [reorder", "Transpose t4b [reorder", "Transpose rev [reorder",
         "Transpose t5 [reorder", "Transpose t3 [reorder", "Transpose on_input aten"})
     EXPECT_TRUE(has_line(eng, t)) << t << "\n" << joined(eng.describe());
+  // a perm that is no permutation is refused when the plan is compiled, naming the node
+  GraphBuilder bad;
+  bad.node("Relu", "r", {"x"}, {"xr"});
+  set_attr_ints(bad.node("Transpose", "twice", {"xr"}, {"y"}), "perm", {0, 1, 1, 2});
+  bad.output("y");
+  try {
+    Engine refused(bad.model);
+    refused.run(at::randn({1, 2, 3, 4}));
+    ADD_FAILURE() << "a repeated axis in perm was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("twice"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("permutation"), std::string::npos) << e.what();
+  }
 }
 
 // The same attention with MatMul quantized (QuantAware [matmul]): the projections run as
