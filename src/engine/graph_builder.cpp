@@ -326,6 +326,21 @@ class Builder {
       }
       return;
     }
+    // A Softmax read only by this Q (attention's probabilities before their MatMul) writes
+    // int8 itself: oneDNN's softmax takes an int8 destination with an output scale 1 / s,
+    // rounding half to even and saturating as QuantizeLinear does (zero point 0 only).
+    if (Step* sm = sole_producer(n.input(0), Step::kSoftmax); sm && zp == 0) {
+      Val& v = p_.vals[sm->out];
+      v.type = type;
+      v.scale = scale;
+      v.zp = 0;
+      v.nonneg = true;  // probabilities
+      v.name = n.output(0);
+      sm->tags.push_back(u8 ? "->u8" : "->s8");
+      r.qval = sm->out;
+      rt_[n.output(0)] = r;
+      return;
+    }
     if (auto it = rt_.find(n.input(0)); zp == 0 && it != rt_.end() && it->second.val >= 0) {
       const int qv = quantized_tail(it->second.val, scale, type, n.output(0));
       if (qv >= 0) {

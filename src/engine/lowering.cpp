@@ -818,13 +818,25 @@ class Lowering {
                                            : "channels nhwc");
   }
 
+  // Softmax, writing float or, where the graph builder fused the QuantizeLinear after it,
+  // int8 q = saturate(round(y / s)) (softmax_v2: an int8 destination with output scale 1 / s).
   void softmax(Step& s) {
     const auto& d = p_.vals[s.in[0]].dims;
     const int src = ensure(s.in[0], memory::desc(mdims(d), dt::f32, plain_tag(d.size())));
-    dnnl::softmax_forward::desc desc(dnnl::prop_kind::forward_inference, md(src),
-                                     static_cast<int>(s.axis));
-    dnnl::softmax_forward::primitive_desc pd(desc, eng_);
-    push_unary<dnnl::softmax_forward>(s, src, pd);
+    const Val& out = p_.vals[s.out];
+    if (out.type == dt::f32) {
+      dnnl::softmax_forward::desc desc(dnnl::prop_kind::forward_inference, md(src),
+                                       static_cast<int>(s.axis));
+      dnnl::softmax_forward::primitive_desc pd(desc, eng_);
+      return push_unary<dnnl::softmax_forward>(s, src, pd);
+    }
+    const memory::desc dst(mdims(d), out.type, plain_tag(d.size()));
+    dnnl::softmax_v2_forward::desc desc(dnnl::prop_kind::forward_inference, alg::softmax_accurate,
+                                        md(src), dst, static_cast<int>(s.axis));
+    dnnl::primitive_attr attr;
+    attr.set_output_scales(0, {1.f / out.scale});
+    dnnl::softmax_v2_forward::primitive_desc pd(desc, attr, eng_);
+    push_unary<dnnl::softmax_v2_forward>(s, src, pd);
   }
 
   // The graph output as a bilinear resize (logits to the input size): our plain NCHW kernel
@@ -877,13 +889,16 @@ class Lowering {
   // a plain NCHW float tensor of up to 4 channels (the network input) our own kernel, which
   // changes the layout 16 pixels at a time (engine/planar_quantize.h). Wider tensors stay
   // with oneDNN's blocked transposes.
+  // Written channels-last at rank 4 (what int8 convolutions and pools read) unless only
+  // MatMuls read it: those take plain tensors, [batch, heads, tokens, dim] for attention.
   void quant(Step& s) {
     const int src = s.in[0];
     Val& out = p_.vals[s.out];
+    const bool channels_last = out.dims.size() == 4 && !only_matmuls_read(s.out);
     const memory::desc dmd(mdims(out.dims), out.type,
-                           out.dims.size() == 4 ? tag::acdb : plain_tag(out.dims.size()));
+                           channels_last ? tag::acdb : plain_tag(out.dims.size()));
     const std::vector<int64_t> d = out.dims;
-    if (d.size() == 4 && d[1] <= 4 && md(src) == memory::desc(mdims(d), dt::f32, tag::nchw)) {
+    if (channels_last && d[1] <= 4 && md(src) == memory::desc(mdims(d), dt::f32, tag::nchw)) {
       set_md(s.out, dmd);
       Exec e;
       Plan* plan = &p_;
@@ -904,6 +919,17 @@ class Lowering {
     attr.set_output_scales(0, {1.f / s.scale});
     if (s.zp != 0) attr.set_zero_points(DNNL_ARG_DST, 0, {s.zp});
     push_reorder(s, src, dmd, attr);
+  }
+
+  // Whether every step reading value v is a MatMul (and some step reads it).
+  bool only_matmuls_read(int v) const {
+    bool read = false;
+    for (const Step& t : p_.ir) {
+      if (t.removed || std::find(t.in.begin(), t.in.end(), v) == t.in.end()) continue;
+      if (t.kind != Step::kMatmul) return false;
+      read = true;
+    }
+    return read && v != p_.output_val;
   }
 
   // DQ: x = (q - zp) * s, a reorder to f32 with output scale s.

@@ -106,7 +106,8 @@ TEST(EngineOps, TransposeIsAReorder) {
 }
 
 // The same attention with MatMul quantized (QuantAware [matmul]): the projections run as
-// int8 matmuls (per-column weight scales), equal to the fake-quant graph up to rounding.
+// int8 matmuls (per-column weight scales), the softmax writes the int8 probabilities, equal
+// to the fake-quant graph up to rounding.
 TEST(EngineOps, QdqMatmulRunsInt8) {
   at::manual_seed(28);
   GraphBuilder b;
@@ -131,6 +132,11 @@ TEST(EngineOps, QdqMatmulRunsInt8) {
     EXPECT_TRUE(has_line(eng, "MatMul q int8 s8")) << joined(eng.describe());
     EXPECT_TRUE(has_line(eng, "MatMul v int8 s8")) << joined(eng.describe());
     EXPECT_FALSE(has_line(eng, "Div cooled")) << joined(eng.describe());
+    // the probabilities' QuantizeLinear is the softmax's int8 output
+    EXPECT_TRUE(has_line(eng, "Softmax softmax ->")) << joined(eng.describe());
+    EXPECT_FALSE(has_line(eng, "QuantizeLinear p")) << joined(eng.describe());
+    // MatMuls read plain tensors: the quantized operands are written so, with no reorder
+    EXPECT_FALSE(has_line(eng, "Reorder")) << joined(eng.describe());
     EngineOptions f32_matmul;
     f32_matmul.int8_op_types = {"Conv"};
     Engine eng2(q, f32_matmul);
