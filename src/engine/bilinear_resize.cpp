@@ -196,6 +196,18 @@ BlendFn pick_blend(int64_t out_bytes) {
   return blend_row;
 }
 
+// Work item `item` of a resize split into blocks of `block` output rows per plane (image):
+// the plane, its output rows [y0, y1) and the source rows [first, last] they blend.
+struct RowBlock {
+  int64_t plane, y0, y1, first, last;
+  RowBlock(const Taps& ty, int64_t item, int64_t blocks, int64_t block)
+      : plane(item / blocks),
+        y0((item % blocks) * block),
+        y1(std::min<int64_t>(y0 + block, static_cast<int64_t>(ty.lo.size()))),
+        first(ty.lo[y0]),
+        last(ty.hi[y1 - 1]) {}
+};
+
 }  // namespace
 
 void resize_bilinear_nchw(const float* src, float* dst, int64_t planes, int64_t in_h, int64_t in_w,
@@ -211,17 +223,15 @@ void resize_bilinear_nchw(const float* src, float* dst, int64_t planes, int64_t 
   at::parallel_for(0, planes * blocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> rows;
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t p = item / blocks, y0 = (item % blocks) * kBlock;
-      const int64_t y1 = std::min(y0 + kBlock, out_h);
-      const int64_t first = ty.lo[y0], last = ty.hi[y1 - 1];  // source rows read
-      rows.resize(static_cast<size_t>((last - first + 1) * out_w));
-      const float* s = src + p * in_h * in_w;
-      for (int64_t y = first; y <= last; ++y)
-        lerp(s + y * in_w, tx, rows.data() + (y - first) * out_w, out_w);
-      float* d = dst + p * out_h * out_w;
-      for (int64_t y = y0; y < y1; ++y)
-        blend(rows.data() + (ty.lo[y] - first) * out_w, rows.data() + (ty.hi[y] - first) * out_w,
-              ty.w[y], d + y * out_w, out_w);
+      const RowBlock b(ty, item, blocks, kBlock);
+      rows.resize(static_cast<size_t>((b.last - b.first + 1) * out_w));
+      const float* s = src + b.plane * in_h * in_w;
+      for (int64_t y = b.first; y <= b.last; ++y)
+        lerp(s + y * in_w, tx, rows.data() + (y - b.first) * out_w, out_w);
+      float* d = dst + b.plane * out_h * out_w;
+      for (int64_t y = b.y0; y < b.y1; ++y)
+        blend(rows.data() + (ty.lo[y] - b.first) * out_w,
+              rows.data() + (ty.hi[y] - b.first) * out_w, ty.w[y], d + y * out_w, out_w);
     }
     _mm_sfence();  // streaming stores are weakly ordered: drain this thread's before the join
   });
@@ -262,22 +272,20 @@ void resize_bilinear_argmax_nchw(const float* src, int64_t* dst, int64_t n, int6
   at::parallel_for(0, n * blocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> rows;
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t i = item / blocks, y0 = (item % blocks) * block;
-      const int64_t y1 = std::min(y0 + block, out_h);
-      const int64_t first = ty.lo[y0], last = ty.hi[y1 - 1];  // source rows read
+      const RowBlock b(ty, item, blocks, block);  // plane: the image
       // One channel's rows, padded to the next cache line and, where that is a multiple of
       // 1 KB, one line more: channels a power of two apart would all map to the same L1 sets
       // and evict each other while argmax_blend reads every channel at one x.
-      int64_t stride = ((last - first + 1) * out_w + 15) / 16 * 16;
+      int64_t stride = ((b.last - b.first + 1) * out_w + 15) / 16 * 16;
       if (stride % 256 == 0) stride += 16;
       rows.resize(static_cast<size_t>(c * stride));
       for (int64_t k = 0; k < c; ++k)
-        for (int64_t y = first; y <= last; ++y)
-          lerp(src + ((i * c + k) * in_h + y) * in_w, tx,
-               rows.data() + k * stride + (y - first) * out_w, out_w);
-      for (int64_t y = y0; y < y1; ++y) {
-        const int64_t lo = (ty.lo[y] - first) * out_w, hi = (ty.hi[y] - first) * out_w;
-        int64_t* d = dst + (i * out_h + y) * out_w;
+        for (int64_t y = b.first; y <= b.last; ++y)
+          lerp(src + ((b.plane * c + k) * in_h + y) * in_w, tx,
+               rows.data() + k * stride + (y - b.first) * out_w, out_w);
+      for (int64_t y = b.y0; y < b.y1; ++y) {
+        const int64_t lo = (ty.lo[y] - b.first) * out_w, hi = (ty.hi[y] - b.first) * out_w;
+        int64_t* d = dst + (b.plane * out_h + y) * out_w;
         for (int64_t x = 0; x < out_w; x += 16)
           argmax_blend(rows.data() + x, stride, c, lo, hi, ty.w[y], d + x,
                        std::min<int64_t>(16, out_w - x));

@@ -18,7 +18,6 @@ namespace {
 // Per-pixel loops over the channels, inlined into run_pixels below. The pointers are
 // __restrict: an int8 store may alias anything as far as the compiler knows, and would keep
 // these loops scalar.
-#define SEGSLIM_INLINE inline __attribute__((always_inline))
 
 // x = dequantized s (kAdd false) or x += it (kAdd true), n values.
 template <bool kAdd, typename T>

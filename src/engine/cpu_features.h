@@ -1,6 +1,10 @@
 #pragma once
 // Which hand-written vector paths the engine's own kernels take.
 
+// Forces a helper loop inline into the caller compiled for a target_clones / target ISA, so the
+// loop is vectorized for that ISA (an out-of-line helper is compiled for the baseline only).
+#define SEGSLIM_INLINE inline __attribute__((always_inline))
+
 namespace segslim::engine {
 
 // AVX-512 F/BW/VL (Intel since Skylake-SP, AMD since Zen 4), unless the environment sets

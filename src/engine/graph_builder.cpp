@@ -308,15 +308,7 @@ class Builder {
                                       (po.kind == PostOp::kElt && (po.algo == alg::eltwise_relu ||
                                                                    po.algo == alg::eltwise_clip)));
     if (c && c->int8 && homogeneous) {
-      Val& v = p_.vals[c->out];
-      v.type = type;
-      v.scale = scale;
-      v.zp = 0;
-      v.nonneg = ends_nonneg(*c);
-      v.name = n.output(0);
-      c->tags.push_back(std::string("->") + (u8 ? "u8" : "s8"));
-      r.qval = c->out;
-      rt_[n.output(0)] = r;
+      writes_quantized(*c, n, type, r, ends_nonneg(*c));
       if (shared) {  // the Concats read the int8 value
         Ref a;
         a.qval = c->out;
@@ -330,15 +322,7 @@ class Builder {
     // int8 itself: oneDNN's softmax takes an int8 destination with an output scale 1 / s,
     // rounding half to even and saturating as QuantizeLinear does (zero point 0 only).
     if (Step* sm = sole_producer(n.input(0), Step::kSoftmax); sm && zp == 0) {
-      Val& v = p_.vals[sm->out];
-      v.type = type;
-      v.scale = scale;
-      v.zp = 0;
-      v.nonneg = true;  // probabilities
-      v.name = n.output(0);
-      sm->tags.push_back(u8 ? "->u8" : "->s8");
-      r.qval = sm->out;
-      rt_[n.output(0)] = r;
+      writes_quantized(*sm, n, type, r, true);  // probabilities: non-negative
       return;
     }
     if (auto it = rt_.find(n.input(0)); zp == 0 && it != rt_.end() && it->second.val >= 0) {
@@ -363,6 +347,20 @@ class Builder {
     r.qval = q.out;
     add_step(std::move(q));
     rt_[n.output(0)] = r;
+  }
+
+  // Step s writes QuantizeLinear q's output itself (`type` at r.scale, zero point 0): the step's
+  // float output value becomes that int8 value, which lowering gives an int8 destination.
+  void writes_quantized(Step& s, const onnx::NodeProto& q, dt type, Ref r, bool nonneg) {
+    Val& v = p_.vals[s.out];
+    v.type = type;
+    v.scale = r.scale;
+    v.zp = 0;
+    v.nonneg = nonneg;
+    v.name = q.output(0);
+    s.tags.push_back(type == dt::u8 ? "->u8" : "->s8");
+    r.qval = s.out;
+    rt_[q.output(0)] = r;
   }
 
   void dequantize(const onnx::NodeProto& n) {
@@ -1199,27 +1197,19 @@ class Builder {
     return true;
   }
 
-  // Reductions with keepdims over constant axes (attribute, or ReduceSum's input from opset
-  // 13): oneDNN reduction in the source's layout (UAFM's channel mean/max, pooled features).
   // A Transpose of a runtime tensor: a layout reorder when lowered (lowering.cpp), with the
   // ATen kernel as its fallback.
   void transpose(const onnx::NodeProto& n) {
     const int64_t r = static_cast<int64_t>(dims_of(n.input(0)).size());
-    std::vector<int64_t> perm = Attrs{n}.ints("perm");
-    if (perm.empty())  // default: the dimensions reversed
-      for (int64_t i = r - 1; i >= 0; --i) perm.push_back(i);
-    std::vector<int64_t> sorted = perm;
-    std::sort(sorted.begin(), sorted.end());
-    for (int64_t i = 0; i < static_cast<int64_t>(sorted.size()); ++i)
-      if (sorted[i] != i || static_cast<int64_t>(perm.size()) != r)
-        fail(n, str_cat("perm must be a permutation of 0..", r - 1, " for an input of rank ", r));
     Step s = aten_step(n);
     s.kind = Step::kTranspose;
-    s.perm = std::move(perm);
+    s.perm = ops::transpose_perm(ops::NodeContext(n, opset_, false), r);
     add_step(std::move(s));
     rt_[n.output(0)].val = p_.ir.back().out;
   }
 
+  // Reductions with keepdims over constant axes (attribute, or ReduceSum's input from opset
+  // 13): oneDNN reduction in the source's layout (UAFM's channel mean/max, pooled features).
   void reduce(const onnx::NodeProto& n) {
     Attrs a{n};
     const std::string& t = n.op_type();

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "engine/cpu_features.h"
 
 namespace segslim::engine {
 
@@ -17,7 +18,6 @@ namespace {
 // The loops over a pixel's channels, inlined into pool_rows_* below (one call per block of
 // output rows: a call per window tap cost more than the adds at STDC's 64 channels). __restrict:
 // an int8 store may alias anything as far as the compiler knows, and would keep them scalar.
-#define SEGSLIM_INLINE inline __attribute__((always_inline))
 
 // acc[c] += p[c] over one window position. int16 accumulators: a window sums at most
 // kh * kw values of magnitude <= 255, checked by the caller to fit.

@@ -885,12 +885,12 @@ class Lowering {
     push(std::move(e), s, to.empty() ? "nchw -> int64" : "bilinear nchw -> int64");
   }
 
-  // Q: q = saturate(round(x / s) + zp), a reorder with output scale 1/s (nhwc int8 out); from
-  // a plain NCHW float tensor of up to 4 channels (the network input) our own kernel, which
-  // changes the layout 16 pixels at a time (engine/planar_quantize.h). Wider tensors stay
-  // with oneDNN's blocked transposes.
-  // Written channels-last at rank 4 (what int8 convolutions and pools read) unless only
-  // MatMuls read it: those take plain tensors, [batch, heads, tokens, dim] for attention.
+  // Q: q = saturate(round(x / s) + zp), a reorder with output scale 1/s. At rank 4 written
+  // channels-last (what int8 convolutions and pools read) unless only MatMuls read it: those
+  // take plain tensors ([batch, heads, tokens, dim] in attention). Channels-last from a plain
+  // NCHW float tensor of up to 4 channels (the network input): our own kernel, which changes
+  // the layout 16 pixels at a time (engine/planar_quantize.h); wider tensors stay with
+  // oneDNN's blocked transposes.
   void quant(Step& s) {
     const int src = s.in[0];
     Val& out = p_.vals[s.out];

@@ -146,6 +146,24 @@ std::vector<int64_t> normalize_axes(const NodeContext& ctx, std::vector<int64_t>
   return axes;
 }
 
+std::vector<int64_t> transpose_perm(const NodeContext& ctx, int64_t rank) {
+  const std::vector<int64_t> given = ctx.attr_ints("perm");
+  std::vector<int64_t> perm = given;
+  if (perm.empty())
+    for (int64_t d = rank - 1; d >= 0; --d) perm.push_back(d);
+  std::vector<bool> seen(static_cast<size_t>(std::max<int64_t>(rank, 0)), false);
+  bool ok = static_cast<int64_t>(perm.size()) == rank;
+  for (auto& p : perm) {
+    if (p < 0) p += rank;
+    ok = ok && p >= 0 && p < rank && !seen[p];
+    if (ok) seen[p] = true;
+  }
+  if (!ok)
+    ctx.fail(str_cat("perm ", at::IntArrayRef(given), " must be a permutation of 0..", rank - 1,
+                     " for an input of rank ", rank));
+  return perm;
+}
+
 std::vector<int64_t> spatial_attr(const NodeContext& ctx, const std::string& name, size_t n,
                                   int64_t fallback) {
   auto v = ctx.attr_ints(name, std::vector<int64_t>(n, fallback));

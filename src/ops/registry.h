@@ -91,6 +91,9 @@ std::vector<int64_t> to_int_vector(const at::Tensor& t);
 // Normalizes every axis and fails on a repeated one.
 std::vector<int64_t> normalize_axes(const NodeContext& ctx, std::vector<int64_t> axes,
                                     int64_t rank);
+// Transpose's perm for an input of `rank`: the attribute (negative entries counted from the
+// end) or, by default, the dimensions reversed; fails unless it is a permutation of 0..rank-1.
+std::vector<int64_t> transpose_perm(const NodeContext& ctx, int64_t rank);
 // A per-spatial-axis attribute (strides, dilations, ...) of length n, default `fallback` each.
 std::vector<int64_t> spatial_attr(const NodeContext& ctx, const std::string& name, size_t n,
                                   int64_t fallback);

@@ -111,12 +111,7 @@ Tensors reshape(const NodeContext& ctx, const Tensors& in) {
 
 Tensors transpose(const NodeContext& ctx, const Tensors& in) {
   const at::Tensor& x = in.at(0);
-  std::vector<int64_t> perm = ctx.attr_ints("perm");
-  if (perm.empty())
-    for (int64_t d = x.dim() - 1; d >= 0; --d) perm.push_back(d);
-  if (static_cast<int64_t>(perm.size()) != x.dim())
-    ctx.fail(str_cat("perm has ", perm.size(), " entries for a rank-", x.dim(), " tensor"));
-  return {x.permute(normalize_axes(ctx, perm, x.dim()))};
+  return {x.permute(transpose_perm(ctx, x.dim()))};
 }
 
 Tensors flatten(const NodeContext& ctx, const Tensors& in) {

@@ -6,6 +6,7 @@
 #include "common/error.h"
 #include "graph/model.h"
 #include "graph/tensor_proto.h"
+#include "ops/registry.h"
 #include "passes/graph_util.h"
 #include "passes/weight_scales.h"
 
@@ -44,7 +45,8 @@ bool is_zero_pad(const onnx::GraphProto& graph, const onnx::NodeProto& n) {
 // folding: MatMul(x, Transpose(W))) becomes an initializer of the Transpose's output name,
 // holding the transposed tensor, and the Transpose goes: the weight is then quantized like any
 // other (per output channel, int8), and an int8 runtime gets a constant int8 matrix.
-void fold_weight_transposes(onnx::GraphProto* graph, const std::set<std::string>& op_types) {
+void fold_weight_transposes(onnx::GraphProto* graph, const std::set<std::string>& op_types,
+                            int64_t opset) {
   std::set<std::string> weights;
   for (const auto& n : graph->node())
     if (op_types.count(n.op_type()) && n.input_size() > 1) weights.insert(n.input(1));
@@ -56,13 +58,8 @@ void fold_weight_transposes(onnx::GraphProto* graph, const std::set<std::string>
     const int w = detail::find_initializer(*graph, n.input(0));
     if (w < 0 || graph->initializer(w).data_type() != onnx::TensorProto::FLOAT) continue;
     const at::Tensor t = tensor_from_proto(graph->initializer(w));
-    std::vector<int64_t> perm;
-    for (const auto& a : n.attribute())
-      if (a.name() == "perm") perm.assign(a.ints().begin(), a.ints().end());
-    if (perm.empty())  // default: reverse the dimensions
-      for (int64_t d = t.dim() - 1; d >= 0; --d) perm.push_back(d);
-    SEGSLIM_CHECK(static_cast<int64_t>(perm.size()) == t.dim(), "insert_qdq: Transpose ", n.name(),
-                  " has perm of ", perm.size(), " axes for a weight of rank ", t.dim());
+    const std::vector<int64_t> perm =
+        ops::transpose_perm(ops::NodeContext(n, opset, false), t.dim());
     *graph->add_initializer() = tensor_to_proto(t.permute(perm).contiguous(), n.output(0));
     sources.insert(n.input(0));
     drop[i] = true;
@@ -93,7 +90,7 @@ QdqModel insert_qdq(const onnx::ModelProto& model, const QuantPolicy& policy) {
   QdqModel result;
   result.model = model;
   auto* graph = result.model.mutable_graph();
-  fold_weight_transposes(graph, policy.op_types);
+  fold_weight_transposes(graph, policy.op_types, opset);
 
   // The nodes to quantize, in graph order.
   std::vector<int> typed;
