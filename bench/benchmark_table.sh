@@ -27,7 +27,7 @@ shape_of() {  # the original's input shape
     *) echo 1x3x1024x2048 ;;                # Cityscapes
   esac
 }
-runs_of() {  # warm-up and timed runs per configuration and round: more where a run is short,
+runs_of() {  # warm-up and timed runs of each form per round: more where a run is short,
   # so that a p50 is not one noisy sample of three (this machine is shared)
   case "$1" in
     ocrnet_hrnetw48 | segformer_b0) echo "1 3" ;;  # seconds a run
@@ -53,18 +53,19 @@ for m in $MODELS; do
   done
 done
 
+# Each round times every model's FP32 and INT8 forms in one process, alternating run by run
+# (segslim bench --vs): on this shared machine the load changes within seconds, and two
+# separate processes can each meet a different load; the table takes the median over rounds
+# of each form's p50.
 results=()
 for round in $(seq 1 "$ROUNDS"); do
   for m in $MODELS; do
-    for p in fp32 int8; do
-      model="$OUT/${m}_folded_deploy.onnx"
-      [ "$p" = int8 ] && model="$OUT/${m}_int8_deploy.onnx"
-      json="$OUT/bench_${m}_${p}_r${round}.json"
-      read -r warmup repeat < <(runs_of "$m")
-      build/segslim bench --model "$model" --shape "$(shape_of "$m")" --threads "$THREADS" \
-        --warmup "$warmup" --repeat "$repeat" --json "$json" > "$OUT/bench_${m}_${p}_r${round}.txt"
-      results+=("$m|$p|$json")
-    done
+    json="$OUT/bench_${m}_r${round}.json"
+    read -r warmup repeat < <(runs_of "$m")
+    build/segslim bench --model "$OUT/${m}_folded_deploy.onnx" --vs "$OUT/${m}_int8_deploy.onnx" \
+      --shape "$(shape_of "$m")" --threads "$THREADS" --warmup "$warmup" --repeat "$repeat" \
+      --json "$json" > "$OUT/bench_${m}_r${round}.txt"
+    results+=("$m|$json")
   done
 done
 # Where the time goes, per step, for the notes: separate runs (profiling drains the stream
@@ -87,14 +88,16 @@ names = {"ocrnet_hrnetw48": "OCRNet-HRNetW48", "segformer_b0": "SegFormer-B0",
          "pp_liteseg_t": "PP-LiteSeg-Tiny", "pp_liteseg_b": "PP-LiteSeg-Base",
          "pp_mobileseg_base": "PP-MobileSeg-Base"}
 bars = {"pp_liteseg_t": 3.5}
-p50, shape, repeat = {}, {}, {}
-for m, p, f in rows:
+p50, pair, shape, repeat = {}, {}, {}, {}
+for m, f in rows:  # FP32 as --model, INT8 as --vs
     j = json.load(open(f))
-    p50.setdefault((m, p), []).append(j["p50_ms"])
+    p50.setdefault((m, "fp32"), []).append(j["p50_ms"])
+    p50.setdefault((m, "int8"), []).append(j["vs"]["p50_ms"])
+    pair.setdefault(m, []).append(j["pair_speedup_median"])
     shape[m] = "x".join(str(d) for d in j["shape"])
     repeat[m] = j["repeat"]
 p50 = {k: statistics.median(v) for k, v in p50.items()}
-models = list(dict.fromkeys(m for m, _, _ in rows))
+models = list(dict.fromkeys(m for m, _ in rows))
 
 def evaluation(m, p):
     f = os.path.join(out, m, f"eval_{p}.json")
@@ -131,8 +134,9 @@ def holding_back(m):  # op types by INT8 time, each with its FP32 time and own s
     return ", ".join(parts)
 
 runs = ", ".join(f"{names.get(m, m)} {repeat[m]}" for m in models)
-lines = [f"CPU: segslim's oneDNN engine, p50 ms (median over {rounds} interleaved rounds of "
-         f"each configuration's p50; timed runs a round: {runs}), "
+lines = [f"CPU: segslim's oneDNN engine, p50 ms (median over {rounds} rounds of each form's "
+         f"p50; a round times a model's FP32 and INT8 forms in one process, alternating run "
+         f"by run; timed runs of each a round: {runs}), "
          f"{threads} threads, this machine; GPU: this build has no CUDA. "
          "mIoU in %, where a trained model exists. The models are timed as deployed: ending "
          "in ArgMax over the classes (PaddleSeg's export default, what the original timed), "
@@ -151,6 +155,8 @@ for m in models:
         notes.append(f"- {names.get(m, m)}: {speedup:.2f}x, below the {bar}x bar. INT8 time by "
                      f"op type (profile run, per run), largest first: {holding_back(m)}")
     table[m] = {"shape": shape[m], "fp32_ms": f, "int8_ms": q, "int8_speedup": speedup,
+                # the median over rounds of each round's median run-by-run FP32 / INT8 ratio
+                "pair_speedup_median": statistics.median(pair[m]),
                 "miou_fp32": miou(m, "fp32"), "miou_int8": miou(m, "int8")}
 sources = [f"- {line}" for m in models for line in miou_source(m)]
 if sources:

@@ -42,38 +42,38 @@ for form in FP32 INT8; do
   printf -v "$m" '%s' "$deploy"
 done
 
-run() {  # round name precision engine model shape warmup repeat
-  local json="$OUT/bench_$2_$3_$4_r$1.json"
-  build/segslim bench --model "$5" --shape "$6" --engine "$4" --threads "$THREADS" \
+run() {  # round name engine fp32-model int8-model shape warmup repeat
+  local json="$OUT/bench_$2_$3_r$1.json"
+  build/segslim bench --model "$4" --vs "$5" --shape "$6" --engine "$3" --threads "$THREADS" \
     --warmup "$7" --repeat $(( $8 * REPEAT )) --json "$json" >&2
   echo "$json"
 }
 # ROUNDS rounds, each running every configuration once, interleaved: a slow minute on this
 # shared machine hits all of them alike; the table takes the median over rounds of each p50.
+# A model's FP32 and INT8 forms on one engine share a process and alternate run by run
+# (segslim bench --vs), so that their ratio compares runs under the same load.
 results=()
 for round in $(seq 1 "$ROUNDS"); do
   for engine in onednn torch; do
-    for precision in fp32 int8; do
-      m=ESPNET_${precision^^}
-      results+=("espnet|$precision|$engine|$(run "$round" espnet "$precision" "$engine" "${!m}" 1x3x360x480 5 30)")
-      m=STDC_${precision^^}
-      results+=("stdc|$precision|$engine|$(run "$round" stdc "$precision" "$engine" "${!m}" 1x3x1024x2048 2 8)")
-      m=LITESEG_${precision^^}
-      results+=("liteseg|$precision|$engine|$(run "$round" liteseg "$precision" "$engine" "${!m}" 1x3x1024x2048 2 8)")
-    done
+    results+=("espnet|$engine|$(run "$round" espnet "$engine" "$ESPNET_FP32" "$ESPNET_INT8" 1x3x360x480 5 30)")
+    results+=("stdc|$engine|$(run "$round" stdc "$engine" "$STDC_FP32" "$STDC_INT8" 1x3x1024x2048 2 8)")
+    results+=("liteseg|$engine|$(run "$round" liteseg "$engine" "$LITESEG_FP32" "$LITESEG_INT8" 1x3x1024x2048 2 8)")
   done
 done
 python3 - "$THREADS" "${results[@]}" <<'PY'
 import json, statistics, sys
 threads, rows = sys.argv[1], [r.split("|") for r in sys.argv[2:]]
 runs = {}
-for m, p, e, f in rows:
-    runs.setdefault((m, p, e), []).append(json.load(open(f))["p50_ms"])
+for m, e, f in rows:  # FP32 as --model, INT8 as --vs
+    j = json.load(open(f))
+    runs.setdefault((m, "fp32", e), []).append(j["p50_ms"])
+    runs.setdefault((m, "int8", e), []).append(j["vs"]["p50_ms"])
 p50 = {k: statistics.median(v) for k, v in runs.items()}
 rounds = len(next(iter(runs.values())))
 names = {"espnet": "ESPNet-CamVid 1x3x360x480", "stdc": "STDC1-like 1x3x1024x2048",
          "liteseg": "PP-LiteSeg-T 1x3x1024x2048 (ArgMax output)"}
-lines = [f"p50 latency in ms (median over {rounds} interleaved rounds), {threads} threads, this "
+lines = [f"p50 latency in ms (median over {rounds} interleaved rounds; a model's FP32 and INT8 "
+         f"forms on one engine alternate run by run in one process), {threads} threads, this "
          "machine; ratios from the same run.", "",
          "| model | oneDNN FP32 | oneDNN INT8 | INT8 speed-up | LibTorch FP32 (channels_last) | "
          "LibTorch INT8 (fake-quant) | oneDNN FP32 vs LibTorch FP32 |",

@@ -130,54 +130,94 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void max_upd
     idx[x] = m ? c : idx[x];
   }
 }
-// Class ids of 16 (n <= 16) output pixels of one row: channel k's scores there are the blend
-// a + w * (b - a) of its two interpolated source rows at rows + k * channel_stride + lo / hi;
-// the running maximum and class stay in registers while the channels go by, and a strictly
-// larger score takes over (ties keep the first class).
-__attribute__((target("avx512f"))) void argmax_blend_avx512(const float* rows,
-                                                            int64_t channel_stride, int64_t c,
-                                                            int64_t lo, int64_t hi, float w,
-                                                            int64_t* dst, int64_t n) {
+// Class ids of 16 (n <= 16) pixels in each of R consecutive output rows that blend the same
+// two interpolated source rows: channel k's scores in row r are a + w[r] * (b - a), with a and
+// b at a + k * channel_stride and b + k * channel_stride. Per channel, a and b are loaded once
+// and their difference taken once for all R rows (upsampling by f, f rows share them: the
+// loads from L2, not the arithmetic, bounded the one-row form); each row keeps its running
+// maximum and class in registers, and the R rows are independent chains that hide the
+// compare's latency. A strictly larger score takes over (ties keep the first class):
+// max(v, best) keeps best on a tie or a NaN score, exactly as the compare. (The maskz forms of
+// the intrinsics: GCC 12 warns about the undefined source operand of the plain ones.)
+template <int R>
+__attribute__((target("avx512f"))) void argmax_blend_rows_avx512(const float* a_row,
+                                                                 const float* b_row,
+                                                                 int64_t channel_stride, int64_t c,
+                                                                 const float* w, int64_t* dst,
+                                                                 int64_t dst_stride, int64_t n) {
   const __mmask16 m = n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1);
-  const __m512 vw = _mm512_set1_ps(w);
-  __m512 best = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-  __m512i idx = _mm512_setzero_si512();
-  for (int64_t k = 0; k < c; ++k) {
-    const float* r = rows + k * channel_stride;
-    const __m512 a = _mm512_maskz_loadu_ps(m, r + lo), b = _mm512_maskz_loadu_ps(m, r + hi);
-    const __m512 v = _mm512_fmadd_ps(vw, _mm512_sub_ps(b, a), a);
-    const __mmask16 gt = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ);
-    best = _mm512_mask_mov_ps(best, gt, v);
-    idx = _mm512_mask_mov_epi32(idx, gt, _mm512_set1_epi32(static_cast<int32_t>(k)));
+  __m512 best[R], vw[R];
+  __m512i idx[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    best[r] = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+    idx[r] = _mm512_setzero_si512();
+    vw[r] = _mm512_set1_ps(w[r]);
   }
-  // (the maskz forms: GCC 12 warns about the undefined source operand of the plain ones)
-  const __m256i lo8 = _mm512_maskz_extracti64x4_epi64(0xf, idx, 0);
-  const __m256i hi8 = _mm512_maskz_extracti64x4_epi64(0xf, idx, 1);
-  _mm512_mask_storeu_epi64(dst, static_cast<__mmask8>(m), _mm512_maskz_cvtepi32_epi64(0xff, lo8));
-  _mm512_mask_storeu_epi64(dst + 8, static_cast<__mmask8>(m >> 8),
-                           _mm512_maskz_cvtepi32_epi64(0xff, hi8));
-}
-__attribute__((target_clones("arch=x86-64-v3", "default"))) void argmax_blend_plain(
-    const float* rows, int64_t channel_stride, int64_t c, int64_t lo, int64_t hi, float w,
-    int64_t* dst, int64_t n) {
-  float best[16];
-  int32_t idx[16] = {};
-  std::fill(best, best + 16, -std::numeric_limits<float>::infinity());
   for (int64_t k = 0; k < c; ++k) {
-    const float* a = rows + k * channel_stride + lo;
-    const float* b = rows + k * channel_stride + hi;
-    for (int64_t x = 0; x < n; ++x) {
-      const float v = std::fma(w, b[x] - a[x], a[x]);
-      if (v > best[x]) {
-        best[x] = v;
-        idx[x] = static_cast<int32_t>(k);
-      }
+    const __m512 a = _mm512_maskz_loadu_ps(m, a_row + k * channel_stride);
+    const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, b_row + k * channel_stride), a);
+    const __m512i vk = _mm512_set1_epi32(static_cast<int32_t>(k));
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m512 v = _mm512_fmadd_ps(vw[r], d, a);
+      idx[r] = _mm512_mask_mov_epi32(idx[r], _mm512_cmp_ps_mask(v, best[r], _CMP_GT_OQ), vk);
+      best[r] = _mm512_maskz_max_ps(0xffff, v, best[r]);
     }
   }
-  for (int64_t x = 0; x < n; ++x) dst[x] = idx[x];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    int64_t* o = dst + r * dst_stride;
+    const __m256i lo8 = _mm512_maskz_extracti64x4_epi64(0xf, idx[r], 0);
+    const __m256i hi8 = _mm512_maskz_extracti64x4_epi64(0xf, idx[r], 1);
+    _mm512_mask_storeu_epi64(o, static_cast<__mmask8>(m), _mm512_maskz_cvtepi32_epi64(0xff, lo8));
+    _mm512_mask_storeu_epi64(o + 8, static_cast<__mmask8>(m >> 8),
+                             _mm512_maskz_cvtepi32_epi64(0xff, hi8));
+  }
 }
-using ArgmaxBlendFn = void (*)(const float*, int64_t, int64_t, int64_t, int64_t, float, int64_t*,
-                               int64_t);
+constexpr int kMaxBlendRows = 8;
+__attribute__((target("avx512f"))) void argmax_blend_avx512(const float* a_row, const float* b_row,
+                                                            int64_t channel_stride, int64_t c,
+                                                            const float* w, int rows, int64_t* dst,
+                                                            int64_t dst_stride, int64_t n) {
+  switch (rows) {
+#define SEGSLIM_BLEND_ROWS(R) \
+  case R:                     \
+    return argmax_blend_rows_avx512<R>(a_row, b_row, channel_stride, c, w, dst, dst_stride, n);
+    SEGSLIM_BLEND_ROWS(1)
+    SEGSLIM_BLEND_ROWS(2)
+    SEGSLIM_BLEND_ROWS(3)
+    SEGSLIM_BLEND_ROWS(4)
+    SEGSLIM_BLEND_ROWS(5)
+    SEGSLIM_BLEND_ROWS(6)
+    SEGSLIM_BLEND_ROWS(7)
+    SEGSLIM_BLEND_ROWS(8)
+#undef SEGSLIM_BLEND_ROWS
+  }
+}
+__attribute__((target_clones("arch=x86-64-v3", "default"))) void argmax_blend_plain(
+    const float* a_row, const float* b_row, int64_t channel_stride, int64_t c, const float* w,
+    int rows, int64_t* dst, int64_t dst_stride, int64_t n) {
+  for (int r = 0; r < rows; ++r) {
+    float best[16];
+    int32_t idx[16] = {};
+    std::fill(best, best + 16, -std::numeric_limits<float>::infinity());
+    for (int64_t k = 0; k < c; ++k) {
+      const float* a = a_row + k * channel_stride;
+      const float* b = b_row + k * channel_stride;
+      for (int64_t x = 0; x < n; ++x) {
+        const float v = std::fma(w[r], b[x] - a[x], a[x]);
+        if (v > best[x]) {
+          best[x] = v;
+          idx[x] = static_cast<int32_t>(k);
+        }
+      }
+    }
+    for (int64_t x = 0; x < n; ++x) dst[r * dst_stride + x] = idx[x];
+  }
+}
+using ArgmaxBlendFn = void (*)(const float*, const float*, int64_t, int64_t, const float*, int,
+                               int64_t*, int64_t, int64_t);
 
 void store_ids(const int32_t* idx, int64_t* dst, int64_t n) {
   for (int64_t x = 0; x < n; ++x) dst[x] = idx[x];
@@ -258,38 +298,55 @@ void argmax_channels_nchw(const float* src, int64_t* dst, int64_t n, int64_t c, 
 void resize_bilinear_argmax_nchw(const float* src, int64_t* dst, int64_t n, int64_t c, int64_t in_h,
                                  int64_t in_w, int64_t out_h, int64_t out_w) {
   const Taps tx(in_w, out_w), ty(in_h, out_h);
-  // Work items: blocks of output rows of one image. A block interpolates the source rows it
-  // reads horizontally, all channels ([channel][row][x], sized to stay in the core's L2
-  // cache: about 512 KB), then each output pixel's class is the argmax over channels of the
-  // vertical blend, kept in registers 16 pixels at a time (argmax_blend_*): the scores are
-  // never stored.
-  const int64_t src_rows_fit = std::max<int64_t>(
-      2, (int64_t{512} << 10) / (c * out_w * static_cast<int64_t>(sizeof(float))));
-  const int64_t block = std::clamp<int64_t>((src_rows_fit - 1) * out_h / in_h, 1, 64);
-  const int64_t blocks = (out_h + block - 1) / block;
+  // Work items: runs of up to kMaxBlendRows output rows of one image that blend the same two
+  // source rows; a thread takes consecutive ones. It keeps two source rows interpolated
+  // horizontally, all channels (two slots per channel: c x 2 x out_w floats, 311 KB at
+  // 19 x 2048, in the core's L2 cache), sliding down the image: a source row is interpolated
+  // once per thread, not once per output row. A run's rows go through argmax_blend_*
+  // together, 16 pixels at a time: the scores are never stored.
+  std::vector<int64_t> run_start;  // output row where each run begins; then out_h
+  for (int64_t y = 0; y < out_h; ++y)
+    if (y == 0 || ty.lo[y] != ty.lo[y - 1] || ty.hi[y] != ty.hi[y - 1] ||
+        y - run_start.back() == kMaxBlendRows)
+      run_start.push_back(y);
+  const int64_t runs = static_cast<int64_t>(run_start.size());
+  run_start.push_back(out_h);
+  // A slot's row padded to the next cache line and, where the channel stride is then a
+  // multiple of 1 KB, one line more: channels a power of two apart would all map to the same
+  // L1 sets and evict each other while argmax_blend reads every channel at one x.
+  const int64_t slot = (out_w + 15) / 16 * 16;
+  int64_t channel_stride = 2 * slot;
+  if (channel_stride % 256 == 0) channel_stride += 16;
   const LerpFn lerp = pick_lerp();
   const ArgmaxBlendFn argmax_blend = use_avx512() ? argmax_blend_avx512 : argmax_blend_plain;
-  at::parallel_for(0, n * blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> rows;
-    for (int64_t item = begin; item < end; ++item) {
-      const RowBlock b(ty, item, blocks, block);  // plane: the image
-      // One channel's rows, padded to the next cache line and, where that is a multiple of
-      // 1 KB, one line more: channels a power of two apart would all map to the same L1 sets
-      // and evict each other while argmax_blend reads every channel at one x.
-      int64_t stride = ((b.last - b.first + 1) * out_w + 15) / 16 * 16;
-      if (stride % 256 == 0) stride += 16;
-      rows.resize(static_cast<size_t>(c * stride));
+  at::parallel_for(0, n * runs, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> rows(static_cast<size_t>(c * channel_stride));
+    int64_t held[2] = {-1, -1};  // the source row in each slot
+    int64_t plane = -1;
+    // The slot holding source row y (of `plane`), interpolating it into the slot that does
+    // not hold `keep` if it is not there yet.
+    auto slot_of = [&](int64_t y, int64_t keep) {
+      for (int s = 0; s < 2; ++s)
+        if (held[s] == y) return s;
+      const int s = held[0] == keep ? 1 : 0;
       for (int64_t k = 0; k < c; ++k)
-        for (int64_t y = b.first; y <= b.last; ++y)
-          lerp(src + ((b.plane * c + k) * in_h + y) * in_w, tx,
-               rows.data() + k * stride + (y - b.first) * out_w, out_w);
-      for (int64_t y = b.y0; y < b.y1; ++y) {
-        const int64_t lo = (ty.lo[y] - b.first) * out_w, hi = (ty.hi[y] - b.first) * out_w;
-        int64_t* d = dst + (b.plane * out_h + y) * out_w;
-        for (int64_t x = 0; x < out_w; x += 16)
-          argmax_blend(rows.data() + x, stride, c, lo, hi, ty.w[y], d + x,
-                       std::min<int64_t>(16, out_w - x));
+        lerp(src + ((plane * c + k) * in_h + y) * in_w, tx,
+             rows.data() + k * channel_stride + s * slot, out_w);
+      held[s] = y;
+      return s;
+    };
+    for (int64_t item = begin; item < end; ++item) {
+      if (item / runs != plane) {
+        plane = item / runs;
+        held[0] = held[1] = -1;
       }
+      const int64_t y = run_start[item % runs], y_end = run_start[item % runs + 1];
+      const int sa = slot_of(ty.lo[y], ty.hi[y]), sb = slot_of(ty.hi[y], ty.lo[y]);
+      int64_t* d = dst + (plane * out_h + y) * out_w;
+      for (int64_t x = 0; x < out_w; x += 16)
+        argmax_blend(rows.data() + sa * slot + x, rows.data() + sb * slot + x, channel_stride, c,
+                     ty.w.data() + y, static_cast<int>(y_end - y), d + x, out_w,
+                     std::min<int64_t>(16, out_w - x));
     }
   });
 }

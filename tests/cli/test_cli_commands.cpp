@@ -113,8 +113,6 @@ TEST(Eval, SampleMetricsEqualThoseOfPyTorchsPredictions) {
   for (const char* key : {"macc", "dice", "images_per_s"}) EXPECT_TRUE(j.contains(key)) << key;
 }
 
-// Acceptance on the full CamVid val split (needs ../shared): every metric within 0.05 points
-// of the PyTorch reference in espnet_camvid.json.
 // bench on the default engine (oneDNN): the statistics are ordered and consistent, the
 // profile lists the compiled steps, and --int8-ops is accepted.
 TEST(Bench, StatisticsJsonAndProfile) {
@@ -142,6 +140,39 @@ TEST(Bench, StatisticsJsonAndProfile) {
   EXPECT_NEAR(j["images_per_s"].get<double>(), 2 * 1000.0 / p50, 1e-6 * (2000.0 / p50));  // at p50
 }
 
+// bench --vs: both models timed in one process (alternating), each with its statistics; the
+// speed-up is the ratio of the p50s; a --vs model that cannot be read is refused by name.
+TEST(Bench, VsTimesBothModelsInOneProcess) {
+  const std::string json = temp_dir() + "/bench_vs.json";
+  const std::string other = temp_dir() + "/bench_vs_copy.onnx";
+  fs::copy_file(kModel, other, fs::copy_options::overwrite_existing);
+  const auto r = run_cli("bench --model " + kModel + " --vs " + other +
+                         " --shape 1x3x64x96 --warmup 1 --repeat 5 --threads 2 --json " + json);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("alternating with the other"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(other + " is "), std::string::npos) << r.output;
+  const auto j = read_json(json);
+  ASSERT_TRUE(j.contains("vs")) << j.dump();
+  EXPECT_EQ(j["model"], kModel);
+  EXPECT_EQ(j["vs"]["model"], other);
+  EXPECT_EQ(j["repeat"].get<int>(), 5);
+  EXPECT_EQ(j["vs"]["repeat"].get<int>(), 5);
+  const double a = j["p50_ms"], b = j["vs"]["p50_ms"];
+  ASSERT_GT(b, 0);
+  EXPECT_DOUBLE_EQ(j["speedup"].get<double>(), a / b);
+  // each pair's ratio lies between the extreme ratios the two sample sets allow
+  const double pair = j["pair_speedup_median"];
+  EXPECT_GE(pair, j["min_ms"].get<double>() / j["vs"]["max_ms"].get<double>());
+  EXPECT_LE(pair, j["max_ms"].get<double>() / j["vs"]["min_ms"].get<double>());
+
+  const auto bad = run_cli("bench --model " + kModel + " --vs " + temp_dir() +
+                           "/missing.onnx --shape 1x3x64x96 --repeat 1 --threads 2");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.output.find("missing.onnx"), std::string::npos) << bad.output;
+}
+
+// Acceptance on the full CamVid val split (needs ../shared): every metric within 0.05 points
+// of the PyTorch reference in espnet_camvid.json.
 TEST(Eval, FullCamvidValMatchesPyTorchReference) {
   const std::string shared = shared_dir();
   if (shared.empty()) GTEST_SKIP() << "../shared not present";

@@ -410,15 +410,15 @@ void expect_same_classes_up_to_ties(const at::Tensor& got, const at::Tensor& wan
 }
 
 // The class-id kernels against at::argmax (of ATen's upsample_bilinear2d for the fused one):
-// integer and fractional factors, odd sizes, 150 classes (ADE20K), rows wider than the
-// per-block budget (one row a block), downsampling, one class, and exact ties (all channels
-// equal: the first class wins, as in ONNX ArgMax and torch.argmax).
+// integer and fractional factors, odd sizes, 150 classes (ADE20K), very wide rows, a
+// vertical factor past the 8 output rows blended together, downsampling, one class, and exact
+// ties (all channels equal: the first class wins, as in ONNX ArgMax and torch.argmax).
 TEST(EngineOps, ArgMaxKernelsMatchAten) {
   at::manual_seed(31);
   // N C H W -> OH OW
-  const std::vector<std::vector<int64_t>> cases{{2, 19, 16, 32, 128, 256}, {1, 150, 8, 8, 64, 64},
-                                                {1, 3, 5, 7, 11, 13},      {1, 4, 9, 10, 5, 4},
-                                                {1, 1, 3, 3, 7, 7},        {1, 5, 2, 3, 3, 40000}};
+  const std::vector<std::vector<int64_t>> cases{
+      {2, 19, 16, 32, 128, 256}, {1, 150, 8, 8, 64, 64}, {1, 3, 5, 7, 11, 13}, {1, 4, 9, 10, 5, 4},
+      {1, 1, 3, 3, 7, 7},        {1, 5, 2, 3, 3, 40000}, {2, 7, 3, 4, 50, 9}};
   // both paths: AVX-512 (where the CPU has it) and the portable one
   for (const char* no_avx512 : {"0", "1"})
     for (const auto& c : cases) {
