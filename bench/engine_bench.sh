@@ -7,8 +7,8 @@
 # output/espnet_camvid_qat/ when present, else a PTQ model made here), an STDC1-like
 # conv-heavy network (tools/zoo/stdc_like.py) and PP-LiteSeg-T (tools/zoo/export.py), both at
 # 1x3x1024x2048 with random weights (PP-LiteSeg-T timed as deployed: ending in ArgMax), their
-# INT8 forms from bench_make_qdq_model (Conv and
-# pooling inputs quantized, as QuantAware.quantize_op_types [conv2d, pool2d]).
+# INT8 forms from bench_make_qdq_model (Conv and pooling inputs quantized, as
+# QuantAware.quantize_op_types [conv2d, pool2d]).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}
@@ -51,7 +51,8 @@ run() {  # round name engine fp32-model int8-model shape warmup repeat
 # ROUNDS rounds, each running every configuration once, interleaved: a slow minute on this
 # shared machine hits all of them alike; the table takes the median over rounds of each p50.
 # A model's FP32 and INT8 forms on one engine share a process and alternate run by run
-# (segslim bench --vs), so that their ratio compares runs under the same load.
+# (segslim bench --vs), so that their ratio compares runs under the same load; the INT8
+# speed-up is the median over rounds of each round's ratio.
 results=()
 for round in $(seq 1 "$ROUNDS"); do
   for engine in onednn torch; do

@@ -23,8 +23,8 @@ void argmax_channels_nchw(const float* src, int64_t* dst, int64_t n, int64_t c, 
                           int64_t w);
 
 // argmax_channels_nchw of resize_bilinear_nchw's output (same arithmetic), without writing the
-// n x c x out_h x out_w float map: a block of output rows keeps its running maximum and class
-// per pixel while the channels go by.
+// n x c x out_h x out_w float map: the output rows that blend the same two source rows keep
+// their running maximum and class per pixel while the channels go by.
 void resize_bilinear_argmax_nchw(const float* src, int64_t* dst, int64_t n, int64_t c, int64_t in_h,
                                  int64_t in_w, int64_t out_h, int64_t out_w);
 

@@ -3,6 +3,7 @@
 // and hand-computed MAC counts.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -164,6 +165,21 @@ TEST(Bench, VsTimesBothModelsInOneProcess) {
   const double pair = j["pair_speedup_median"];
   EXPECT_GE(pair, j["min_ms"].get<double>() / j["vs"]["max_ms"].get<double>());
   EXPECT_LE(pair, j["max_ms"].get<double>() / j["vs"]["min_ms"].get<double>());
+  // recomputed from the samples: run i of --model against run i of --vs (M / M2, whichever
+  // ran first in the pair), their median by nearest rank (the 3rd of 5), and the p50s
+  const auto ma = j["samples_ms"].get<std::vector<double>>();
+  const auto mb = j["vs"]["samples_ms"].get<std::vector<double>>();
+  ASSERT_EQ(ma.size(), 5u);
+  ASSERT_EQ(mb.size(), 5u);
+  std::vector<double> ratios;
+  for (size_t i = 0; i < ma.size(); ++i) ratios.push_back(ma[i] / mb[i]);
+  std::sort(ratios.begin(), ratios.end());
+  EXPECT_DOUBLE_EQ(pair, ratios[2]);
+  std::vector<double> sa = ma, sb = mb;
+  std::sort(sa.begin(), sa.end());
+  std::sort(sb.begin(), sb.end());
+  EXPECT_DOUBLE_EQ(a, sa[2]);
+  EXPECT_DOUBLE_EQ(b, sb[2]);
 
   const auto bad = run_cli("bench --model " + kModel + " --vs " + temp_dir() +
                            "/missing.onnx --shape 1x3x64x96 --repeat 1 --threads 2");

@@ -70,11 +70,12 @@ struct Subject {
   }
 };
 
-Subject compile_subject(const std::string& path, const BenchArgs& args) {
+Subject compile_subject(const std::string& path, const onnx::ModelProto& model,
+                        const BenchArgs& args) {
   RunnerOptions options = runner_options(args.engine, path);
   options.channels_last = true;  // LibTorch's fastest CPU layout: compare against its best
   options.profile = args.profile > 0;
-  Subject s{path, make_runner(load_model(path), options), {}};
+  Subject s{path, make_runner(model, options), {}};
   if (!s.runner.note.empty()) std::cerr << "note: " << path << ": " << s.runner.note << "\n";
   return s;
 }
@@ -83,15 +84,17 @@ nlohmann::json stats_json(const Subject& s, const LatencyStats& stats) {
   nlohmann::json j = to_json(stats);
   j["model"] = s.path;
   j["engine"] = s.runner.backend;
+  j["samples_ms"] = s.samples_ms;  // in run order (with --vs: alternating with the other's)
   return j;
 }
 
 void run_bench(const BenchArgs& args) {
-  const std::vector<int64_t> shape = bench_shape(args, load_model(args.model));
+  const onnx::ModelProto model = load_model(args.model);
+  const std::vector<int64_t> shape = bench_shape(args, model);
   apply_threads(args.threads);
   std::vector<Subject> subjects;
-  subjects.push_back(compile_subject(args.model, args));
-  if (!args.vs.empty()) subjects.push_back(compile_subject(args.vs, args));
+  subjects.push_back(compile_subject(args.model, model, args));
+  if (!args.vs.empty()) subjects.push_back(compile_subject(args.vs, load_model(args.vs), args));
   at::manual_seed(0);
   const at::Tensor input = at::randn(shape);
   for (auto& s : subjects)
@@ -125,6 +128,7 @@ void run_bench(const BenchArgs& args) {
   nlohmann::json j = stats_json(subjects[0], stats[0]);
   if (subjects.size() > 1) {
     const double speedup = stats[0].p50_ms / stats[1].p50_ms;
+    // the median by the same nearest-rank rule as the p50s
     const double pair_median = latency_stats(pair_ratios, 1).p50_ms;
     std::cout << fmt::format(
         "{} is {:.2f}x faster than {} (ratio of the p50s; median of the {} run-by-run ratios "
