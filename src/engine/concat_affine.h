@@ -33,9 +33,10 @@ struct AffineOutput {
 };
 
 // The per-channel coefficients y = a_c * x + b_c, then y >= 0 ? y : slope_c * y (slope empty:
-// no activation), laid out once per step for the kernel (repeated over a tile of pixels whose
-// rows are contiguous in every full-width tensor, so the affine, activation and stores run as
-// long flat loops even where a pixel has only a few channels: ESPNet's first BR module has 19).
+// no activation), laid out once per step for the kernels. The portable one reads them repeated
+// over a tile of pixels whose rows are contiguous in every full-width tensor, so the affine,
+// activation and stores run as long flat loops even where a pixel has only a few channels
+// (ESPNet's first BR module has 19); the AVX-512 one reads the first copy.
 struct ConcatAffineCoefficients {
   ConcatAffineCoefficients(const std::vector<float>& a, const std::vector<float>& b,
                            const std::vector<float>& slope);
