@@ -15,9 +15,9 @@ namespace segslim::engine {
 
 namespace {
 
-// Per-pixel loops over the channels, inlined into run_pixels below. The pointers are
-// __restrict: an int8 store may alias anything as far as the compiler knows, and would keep
-// these loops scalar.
+// The portable path's loops over the channels, inlined into run_pixels_plain below. The
+// pointers are __restrict: an int8 store may alias anything as far as the compiler knows, and
+// would keep these loops scalar.
 
 // x = dequantized s (kAdd false) or x += it (kAdd true), n values.
 template <bool kAdd, typename T>
@@ -112,10 +112,9 @@ __attribute__((target_clones("avx2", "default"))) void run_pixels_plain(
 }
 
 // The AVX-512 path computes each 16 output channels of a pixel in one register, from the
-// loads to the stores: no scratch rows, no pass per step. On data in cache that is 1.4x the
-// flat-loop form's speed (ESPNet's level-3 tail, 2700 pixels x 128 channels, one thread: 0.43
-// to 0.31 ns per channel value); in the network the step also waits on its float pieces
-// (ESPNet-CamVid INT8, 2 threads: its 17 tails 2.9 -> 2.3 ms). A 16-channel chunk of the
+// loads to the stores: no scratch rows, no pass per step (ESPNet-CamVid INT8, 2 threads, the
+// ConcatAffine steps of `segslim bench --profile 200`: 2.9 -> 2.3 ms; the step also waits on
+// reading its float pieces, so less than the arithmetic saved). A 16-channel chunk of the
 // concatenation takes its channels from one or more pieces (ESPNet's are 25 or 28 wide): each
 // such run is one masked load into its lanes. The chunks are the outer loop over a tile of
 // pixels, so their masks, runs and coefficients stay put while the pixels go by.
@@ -256,10 +255,6 @@ void concat_affine_nhwc(const ConcatAffineArgs& args) {
   for (const auto& o : args.outs)
     SEGSLIM_CHECK(o.type == ElemType::kF32 || o.scale > 0, "concat_affine_nhwc: output scale ",
                   o.scale, " must be positive");
-  // The float output (when there is one) is the scratch: computed in place.
-  const AffineOutput* f32_out = nullptr;
-  for (const auto& o : args.outs)
-    if (o.type == ElemType::kF32 && !f32_out) f32_out = &o;
   if (use_avx512()) {
     const std::vector<Chunk> chunks = chunks_of(args.pieces, C);
     at::parallel_for(0, args.pixels, tile, [&](int64_t begin, int64_t end) {
@@ -267,6 +262,10 @@ void concat_affine_nhwc(const ConcatAffineArgs& args) {
     });
     return;
   }
+  // The portable path's float output (when there is one) is its scratch: computed in place.
+  const AffineOutput* f32_out = nullptr;
+  for (const auto& o : args.outs)
+    if (o.type == ElemType::kF32 && !f32_out) f32_out = &o;
   at::parallel_for(0, args.pixels, tile, [&](int64_t begin, int64_t end) {
     std::vector<float> scratch(f32_out ? 0 : static_cast<size_t>(tile * C));
     run_pixels_plain(args, f32_out, begin, end, scratch.data());
