@@ -13,8 +13,13 @@ enum class ChannelReduceOp { kMean, kMax, kSum };
 // 16, the last one zero-padded: padding never enters a max or a mean).
 enum class ChannelLayout { kNchw, kNhwc, kNChw16c };
 
+// How the result is stored: float, or quantized (a QuantizeLinear with zero point 0 after the
+// reduction, as when the maps go into an int8 Concat): saturate(round_half_even(r * (1 / scale))).
+enum class ReducedType { kF32, kS8, kU8 };
+
 // dst: N x 1 x H x W, plain. Threads: ATen's.
-void reduce_channels(const float* src, float* dst, int64_t n, int64_t c, int64_t h, int64_t w,
-                     ChannelLayout layout, ChannelReduceOp op);
+void reduce_channels(const float* src, void* dst, int64_t n, int64_t c, int64_t h, int64_t w,
+                     ChannelLayout layout, ChannelReduceOp op, ReducedType type = ReducedType::kF32,
+                     float scale = 1.f);
 
 }  // namespace segslim::engine

@@ -179,6 +179,17 @@ class Builder {
   Step* fusable_int8_pool(const std::string& name) {
     return sole_producer(name, Step::kInt8AvgPool);
   }
+  // The reduction over the channels only producing `name` (its f32 map, read by nothing
+  // else): its kernel may write the map quantized instead (channel_reduce.h).
+  Step* fusable_channel_reduce(const std::string& name) {
+    Step* r = sole_producer(name, Step::kReduce);
+    if (!r) return nullptr;
+    const auto& d = p_.vals[r->in[0]].dims;
+    const auto& od = p_.vals[r->out].dims;
+    const bool channels_only = d.size() == 4 && od.size() == 4 && od[0] == d[0] && od[1] == 1 &&
+                               od[2] == d[2] && od[3] == d[3];
+    return channels_only ? r : nullptr;
+  }
   // A 2-D MaxPool / AveragePool that may run on int8 input (pool()).
   bool int8_pool(const onnx::NodeProto& n) const {
     const std::string& t = n.op_type();
@@ -323,6 +334,11 @@ class Builder {
     // rounding half to even and saturating as QuantizeLinear does (zero point 0 only).
     if (Step* sm = sole_producer(n.input(0), Step::kSoftmax); sm && zp == 0) {
       writes_quantized(*sm, n, type, r, true);  // probabilities: non-negative
+      return;
+    }
+    // A blend read only by this Q quantizes in its own pass (attention_blend.h).
+    if (Step* bl = sole_producer(n.input(0), Step::kBlend); bl && zp == 0) {
+      writes_quantized(*bl, n, type, r, false);
       return;
     }
     if (auto it = rt_.find(n.input(0)); zp == 0 && it != rt_.end() && it->second.val >= 0) {
@@ -717,6 +733,7 @@ class Builder {
       }
     }
     if ((t == "Mul" || t == "Div") && scaled_matmul(n)) return;
+    if (t == "Add" && !c0 && !c1 && attention_blend(n)) return;
     Step s;
     s.kind = Step::kBinary;
     s.op = t;
@@ -765,6 +782,42 @@ class Builder {
     aten_inputs(n, s);
     add_step(std::move(s));
     rt_[n.output(0)].val = p_.ir.back().out;
+  }
+
+  // Add(Mul(x, a), Mul(y, b)) with x, y full maps and a, b one value per pixel (UAFM's
+  // x * alpha + y * (1 - alpha)), each product read only by the Add: one blend step.
+  bool attention_blend(const onnx::NodeProto& n) {
+    int x[2], w[2];
+    Step* mul[2];
+    for (int i = 0; i < 2; ++i) {
+      mul[i] = sole_producer(n.input(i), Step::kBinary);
+      if (!mul[i] || mul[i]->algo != alg::binary_mul || mul[i]->cst.defined() ||
+          mul[i]->in.size() != 2 || !mul[i]->post.empty())
+        return false;
+      const auto& d = p_.vals[mul[i]->out].dims;
+      if (d.size() != 4) return false;
+      const int u = mul[i]->in[0], v = mul[i]->in[1];
+      const std::vector<int64_t> pixel{d[0], 1, d[2], d[3]};
+      if (p_.vals[u].dims == d && p_.vals[v].dims == pixel) {
+        x[i] = u, w[i] = v;
+      } else if (p_.vals[v].dims == d && p_.vals[u].dims == pixel) {
+        x[i] = v, w[i] = u;
+      } else {
+        return false;
+      }
+    }
+    if (p_.vals[mul[0]->out].dims != p_.vals[mul[1]->out].dims) return false;
+    Step s;
+    s.kind = Step::kBlend;
+    s.op = "Add";
+    s.name = node_name(n);
+    s.in = {x[0], w[0], x[1], w[1]};
+    s.out = new_val(n.output(0), p_.vals[mul[0]->out].dims);
+    s.tags.push_back("x*a+y*b of " + mul[0]->name + ", " + mul[1]->name);
+    mul[0]->removed = mul[1]->removed = true;
+    add_step(std::move(s));
+    rt_[n.output(0)].val = p_.ir.back().out;
+    return true;
   }
 
   // MatMul followed by a Mul (or Div) with a constant scalar, attention's q k^T / sqrt(d): the
@@ -875,12 +928,13 @@ class Builder {
       // the producer writes int8 at the Concat's scale itself: an int8 conv whose post-ops
       // commute with the scaling, or an int8-in pooling (it quantizes its mean)
       Step* producer = homogeneous ? c : fusable_int8_pool(i);
+      if (!producer) producer = fusable_channel_reduce(i);
       if (producer) {
         Val& v = p_.vals[producer->out];
         v.type = type;
         v.scale = scale;
         v.zp = 0;
-        v.nonneg = producer == c ? ends_nonneg(*c) : p_.vals[producer->in[0]].nonneg;
+        v.nonneg = producer == c ? ends_nonneg(*c) : known_nonneg(producer->in[0]);
         producer->tags.push_back(std::string("->") + (type == dt::u8 ? "u8" : "s8") + "(concat)");
         s.in.push_back(producer->out);
         continue;

@@ -13,7 +13,9 @@
 #include <unordered_set>
 
 #include "common/error.h"
+#include "engine/attention_blend.h"
 #include "engine/bilinear_resize.h"
+#include "engine/channel_concat.h"
 #include "engine/channel_reduce.h"
 #include "engine/concat_affine.h"
 #include "engine/int8_avg_pool.h"
@@ -169,6 +171,8 @@ class Lowering {
         return int8_avg_pool(s);
       case Step::kConcatAffine:
         return concat_affine(s);
+      case Step::kBlend:
+        return blend(s);
       case Step::kArgMax:
         return argmax(s);
       case Step::kTranspose:
@@ -594,6 +598,78 @@ class Lowering {
     push(std::move(e), s, "one pass nhwc");
   }
 
+  // x * a + y * b: x, y and the output channels-last, a and b (one channel) plain.
+  void blend(Step& s) {
+    const std::vector<int64_t> d = p_.vals[s.out].dims;
+    std::vector<int> in;
+    for (size_t i = 0; i < s.in.size(); ++i) {
+      const int v = s.in[i];
+      const std::vector<int64_t> vd = p_.vals[v].dims;
+      const memory::desc nhwc(mdims(vd), dt::f32, tag::acdb);
+      // one channel: NCHW and NHWC are the same bytes
+      const bool plain = i % 2 == 1 && md(v) == memory::desc(mdims(vd), dt::f32, tag::abcd);
+      in.push_back(plain ? v : ensure(v, nhwc));
+    }
+    const Val& o = p_.vals[s.out];
+    set_md(s.out, memory::desc(mdims(d), o.type, tag::acdb));
+    BlendArgs args;
+    args.type = o.type == dt::f32  ? BlendOut::kF32
+                : o.type == dt::s8 ? BlendOut::kS8
+                                   : BlendOut::kU8;
+    args.scale = o.type == dt::f32 ? 1.f : o.scale;
+    args.pixels = d[0] * d[2] * d[3];
+    args.channels = d[1];
+    Exec e;
+    Plan* plan = &p_;
+    const int out = s.out;
+    e.custom = [plan, in, out, args]() mutable {
+      auto data = [&](int v) { return static_cast<const float*>(plan->mems[v].get_data_handle()); };
+      args.x = data(in[0]);
+      args.a = data(in[1]);
+      args.y = data(in[2]);
+      args.b = data(in[3]);
+      args.out = plan->mems[out].get_data_handle();
+      attention_blend_nhwc(args);
+    };
+    e.reads = in;
+    e.writes = {s.out};
+    push(std::move(e), s, "one pass nhwc");
+  }
+
+  // Concat along the channels of narrow pieces (a few channels each), all channels-last
+  // already: concat_channels_nhwc. Wide pieces stay with oneDNN's concat, which copies them
+  // as fast (both bound by memory; in `segslim bench --profile` PP-LiteSeg-T's STDC concats,
+  // pieces of 32 to 512 channels, took longer in FP32 with the plain per-pixel copies).
+  static constexpr int64_t kNarrowPieceBytes = 16;
+  bool concat_nhwc(Step& s) {
+    const auto& od = p_.vals[s.out].dims;
+    const dt ot = p_.vals[s.out].type;
+    if (od.size() != 4 || s.axis != 1) return false;
+    const int64_t elem = static_cast<int64_t>(memory::data_type_size(ot));
+    for (int v : s.in)
+      if (md(v) != memory::desc(mdims(p_.vals[v].dims), ot, tag::acdb) ||
+          p_.vals[v].dims[1] * elem > kNarrowPieceBytes)
+        return false;
+    set_md(s.out, memory::desc(mdims(od), ot, tag::acdb));
+    std::vector<int64_t> bytes;
+    for (int v : s.in) bytes.push_back(p_.vals[v].dims[1] * elem);
+    Exec e;
+    Plan* plan = &p_;
+    const std::vector<int> in = s.in;
+    const int out = s.out;
+    const int64_t pixels = od[0] * od[2] * od[3];
+    e.custom = [plan, in, out, bytes, pixels] {
+      std::vector<ChannelPiece> pieces(in.size());
+      for (size_t i = 0; i < in.size(); ++i)
+        pieces[i] = {plan->mems[in[i]].get_data_handle(), bytes[i]};
+      concat_channels_nhwc(pieces, plan->mems[out].get_data_handle(), pixels);
+    };
+    e.reads = s.in;
+    e.writes = {s.out};
+    push(std::move(e), s, "channels nhwc");
+    return true;
+  }
+
   void concat(Step& s) {
     std::vector<memory::desc> srcs;
     // The optimized concats want one layout for all inputs: mixed layouts (e.g. the plain
@@ -619,6 +695,7 @@ class Lowering {
     };
     for (int v : s.in) same = same && stride_order(md(v)) == stride_order(md(s.in[0]));
     if (!same && rank0 == 4) to_nhwc();
+    if (concat_nhwc(s)) return;
     for (int v : s.in) srcs.push_back(md(v));
     memory::desc dmd(mdims(p_.vals[s.out].dims), ot, tag::any);
     dnnl::concat::primitive_desc pd;
@@ -798,17 +875,23 @@ class Lowering {
     } else {
       src = ensure(src, memory::desc(mdims(d), dt::f32, tag::acdb));
     }
-    set_md(s.out, memory::desc(mdims(od), dt::f32, tag::abcd));
+    const dt ot = p_.vals[s.out].type;  // int8 where the reduction feeds an int8 Concat
+    const ReducedType type = ot == dt::f32  ? ReducedType::kF32
+                             : ot == dt::s8 ? ReducedType::kS8
+                                            : ReducedType::kU8;
+    const float scale = ot == dt::f32 ? 1.f : p_.vals[s.out].scale;
+    // one channel: NCHW and NHWC are the same bytes; int8 ones go into NHWC int8 Concats
+    set_md(s.out, memory::desc(mdims(od), ot, ot == dt::f32 ? tag::abcd : tag::acdb));
     const ChannelReduceOp op = s.algo == alg::reduction_max    ? ChannelReduceOp::kMax
                                : s.algo == alg::reduction_mean ? ChannelReduceOp::kMean
                                                                : ChannelReduceOp::kSum;
     Exec e;
     Plan* plan = &p_;
     const int out = s.out;
-    e.custom = [plan, src, out, d, layout, op] {
+    e.custom = [plan, src, out, d, layout, op, type, scale] {
       reduce_channels(static_cast<const float*>(plan->mems[src].get_data_handle()),
-                      static_cast<float*>(plan->mems[out].get_data_handle()), d[0], d[1], d[2],
-                      d[3], layout, op);
+                      plan->mems[out].get_data_handle(), d[0], d[1], d[2], d[3], layout, op, type,
+                      scale);
     };
     e.reads = {src};
     e.writes = {out};

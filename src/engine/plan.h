@@ -115,6 +115,7 @@ struct Step {
     kConcatAffine,
     kArgMax,
     kTranspose,
+    kBlend,  // x * a + y * b, a and b one per pixel (attention_blend.h): in = {x, a, y, b}
     kAten
   };
   Kind kind;

@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include "common/error.h"
+#include "engine/attention_blend.h"
 #include "engine/bilinear_resize.h"
+#include "engine/channel_concat.h"
 #include "engine/channel_reduce.h"
 #include "engine/concat_affine.h"
 #include "engine/engine_test_util.h"
@@ -174,7 +176,67 @@ TEST(EngineOps, ReductionsOnOnednn) {
     eng.run(at::randn(shape));
     // never oneDNN's reference kernels: ATen's where oneDNN has nothing better
     EXPECT_FALSE(has_line(eng, "[ref")) << joined(eng.describe());
+    // x * al + xr * (1 - al): one blend step, the two Muls folded in
+    EXPECT_TRUE(has_line(eng, "Add fuse x*a+y*b of wx, wy")) << joined(eng.describe());
+    EXPECT_FALSE(has_line(eng, "Mul wx")) << joined(eng.describe());
   }
+}
+
+// UAFM as PP-LiteSeg's QDQ export has it: the blend's sum is quantized for the next int8
+// convolution, and the blend writes it as int8 itself (no QuantizeLinear step, no float map).
+// Also with the weights in the other operand order, and a product read twice (no fusion).
+TEST(EngineOps, AttentionBlendQuantizesForTheNextConv) {
+  at::manual_seed(37);
+  for (const bool swapped : {false, true}) {
+    GraphBuilder b;
+    b.init("w0", at::randn({12, 3, 3, 3}) * 0.4);
+    b.init("w1", at::randn({12, 3, 1, 1}) * 0.4);
+    b.init("wa", at::randn({1, 2, 3, 3}) * 0.5);
+    b.init("w2", at::randn({5, 12, 3, 3}) * 0.3);
+    b.init("one", at::tensor(1.f));
+    set_attr_ints(b.node("Conv", "cx", {"x", "w0"}, {"fx"}), "pads", {1, 1, 1, 1});
+    b.node("Conv", "cy", {"x", "w1"}, {"fy"});
+    set_attr_ints(b.node("ReduceMean", "mean", {"fx"}, {"m"}), "axes", {1});
+    set_attr_ints(b.node("ReduceMax", "max", {"fy"}, {"mx"}), "axes", {1});
+    set_attr_int(b.node("Concat", "cat", {"m", "mx"}, {"cat"}), "axis", 1);
+    set_attr_ints(b.node("Conv", "att", {"cat", "wa"}, {"a"}), "pads", {1, 1, 1, 1});
+    b.node("Sigmoid", "alpha", {"a"}, {"al"});
+    b.node("Mul", "wx",
+           swapped ? std::vector<std::string>{"al", "fx"} : std::vector<std::string>{"fx", "al"},
+           {"wx"});
+    b.node("Sub", "beta", {"one", "al"}, {"be"});
+    b.node("Mul", "wy", {"fy", "be"}, {"wy"});
+    b.node("Add", "fuse", {"wx", "wy"}, {"f"});
+    set_attr_ints(b.node("Conv", "out", {"f", "w2"}, {"y"}), "pads", {1, 1, 1, 1});
+    b.output("y");
+    const at::Tensor x = at::randn({2, 3, 14, 18});
+    const auto q = quantize(b.model, x);
+    Engine eng(q);
+    expect_int8_match(eng, q, x);
+    const std::string d = joined(eng.describe());
+    EXPECT_TRUE(has_line(eng, "Add fuse x*a+y*b of wx, wy ->s8 [one pass nhwc]")) << d;
+    EXPECT_FALSE(has_line(eng, "QuantizeLinear f")) << d;
+    EXPECT_TRUE(has_line(eng, "Conv out int8")) << d;
+    // the channel mean and max write their maps quantized for the int8 Concat
+    EXPECT_TRUE(has_line(eng, "ReduceMean mean ->s8(concat) [channels nhwc]")) << d;
+    EXPECT_TRUE(has_line(eng, "ReduceMax max ->s8(concat) [channels nhwc]")) << d;
+    EXPECT_TRUE(has_line(eng, "Concat cat int8 s8 [channels nhwc]")) << d;
+    EXPECT_FALSE(has_line(eng, "QuantizeLinear m")) << d;
+  }
+  // wx also read by the output: the Muls stay steps of their own
+  GraphBuilder b;
+  b.init("one", at::tensor(1.f));
+  set_attr_ints(b.node("ReduceMean", "mean", {"x"}, {"m"}), "axes", {1});
+  b.node("Sigmoid", "alpha", {"m"}, {"al"});
+  b.node("Mul", "wx", {"x", "al"}, {"wx"});
+  b.node("Sub", "beta", {"one", "al"}, {"be"});
+  b.node("Mul", "wy", {"x", "be"}, {"wy"});
+  b.node("Add", "fuse", {"wx", "wy"}, {"f"});
+  b.node("Add", "y", {"f", "wx"}, {"y"});
+  b.output("y");
+  expect_fp32_match(b.model, at::randn({1, 6, 5, 7}), 1e-5);
+  Engine eng(b.model);
+  EXPECT_FALSE(has_line(eng, "x*a+y*b")) << joined(eng.describe());
 }
 
 // The channel reduction kernel against ATen's mean / amax / sum over dim 1, in each layout it
@@ -184,8 +246,12 @@ TEST(EngineOps, ChannelReduceKernelMatchesAten) {
   at::manual_seed(31);
   using engine::ChannelLayout;
   using engine::ChannelReduceOp;
-  for (const auto& d : std::vector<std::vector<int64_t>>{
-           {2, 19, 5, 7}, {1, 16, 3, 4}, {1, 1, 2, 3}, {3, 40, 1, 1}, {1, 5, 4, 33}}) {
+  for (const auto& d : std::vector<std::vector<int64_t>>{{2, 19, 5, 7},
+                                                         {1, 16, 3, 4},
+                                                         {1, 1, 2, 3},
+                                                         {3, 40, 1, 1},
+                                                         {1, 5, 4, 33},
+                                                         {1, 64, 3, 5}}) {
     const at::Tensor x = at::randn(d) - 3;
     const int64_t blocks = (d[1] + 15) / 16;
     // nChw16c: [N, C/16, H, W, 16], lanes past C filled with 1e6
@@ -209,6 +275,20 @@ TEST(EngineOps, ChannelReduceKernelMatchesAten) {
         EXPECT_TRUE(at::allclose(got, want, 1e-5, 1e-5))
             << d[1] << " channels, layout " << static_cast<int>(layout) << ", op "
             << static_cast<int>(op) << ": max diff " << (got - want).abs().max().item<float>();
+        // quantized: PyTorch's fake quantization of the kernel's own float result (which the
+        // lines above compare with ATen), at scales that saturate part of the range
+        for (const bool u8 : {false, true}) {
+          const float scale = op == ChannelReduceOp::kSum ? 0.4f : 0.03f;
+          at::Tensor q = at::empty({d[0], 1, d[2], d[3]}, u8 ? at::kByte : at::kChar);
+          engine::reduce_channels(src.data_ptr<float>(), q.data_ptr(), d[0], d[1], d[2], d[3],
+                                  layout, op,
+                                  u8 ? engine::ReducedType::kU8 : engine::ReducedType::kS8, scale);
+          const at::Tensor wq =
+              at::fake_quantize_per_tensor_affine(got, scale, 0, u8 ? 0 : -128, u8 ? 255 : 127);
+          EXPECT_TRUE(at::equal(q.to(at::kFloat) * scale, wq))
+              << (u8 ? "u8 " : "s8 ") << d[1] << " channels, layout " << static_cast<int>(layout)
+              << ", op " << static_cast<int>(op);
+        }
       }
     }
   }
@@ -486,6 +566,69 @@ TEST(EngineOps, PlanarQuantizeMatchesAten) {
       EXPECT_TRUE(at::equal(got.to(at::kInt), want)) << what;
     }
   unsetenv("SEGSLIM_NO_AVX512");
+}
+
+// The channels-last concat against at::cat of the pieces: widths of 1, 2, 4 and 8 bytes (the
+// fixed-width copies), 3 and 40 (memcpy), f32 and int8, enough pixels for several blocks and
+// threads, and a single pixel.
+TEST(EngineOps, ChannelConcatKernelMatchesAten) {
+  at::manual_seed(35);
+  for (const at::ScalarType type : {at::kFloat, at::kChar})
+    for (const int64_t pixels : {1, 7, 40000}) {
+      const std::vector<int64_t> channels = type == at::kFloat
+                                                ? std::vector<int64_t>{1, 2, 1, 10, 3}
+                                                : std::vector<int64_t>{1, 2, 4, 8, 3, 40, 1};
+      std::vector<at::Tensor> pieces;
+      std::vector<engine::ChannelPiece> args;
+      for (const int64_t c : channels) {
+        pieces.push_back(type == at::kFloat ? at::randn({pixels, c})
+                                            : at::randint(-128, 128, {pixels, c}).to(at::kChar));
+        args.push_back({pieces.back().data_ptr(), c * pieces.back().element_size()});
+      }
+      const at::Tensor want = at::cat(pieces, 1);
+      at::Tensor got = at::full_like(want, 7);
+      engine::concat_channels_nhwc(args, got.data_ptr(), pixels);
+      EXPECT_TRUE(at::equal(got, want)) << pixels << " pixels, " << type;
+    }
+}
+
+// The UAFM blend against ATen's separate x * a, y * b and their sum: the float output equal to
+// the bit (the same roundings, no fused multiply-add), the int8 ones against PyTorch's
+// fake quantization of that sum (u8 and s8, scales that saturate part of the range).
+TEST(EngineOps, AttentionBlendKernelMatchesAten) {
+  at::manual_seed(36);
+  for (const auto& nhwc : std::vector<std::vector<int64_t>>{
+           {1, 5, 7, 64}, {2, 3, 11, 19}, {1, 1, 1, 1}, {1, 33, 40, 32}}) {
+    const int64_t N = nhwc[0], H = nhwc[1], W = nhwc[2], C = nhwc[3];
+    const at::Tensor x = at::randn({N, H, W, C}) * 3, y = at::randn({N, H, W, C}) * 3;
+    const at::Tensor a = at::rand({N, H, W, 1}), b = 1 - a;
+    const at::Tensor want = x * a + y * b;
+    engine::BlendArgs g;
+    g.x = x.data_ptr<float>();
+    g.a = a.data_ptr<float>();
+    g.y = y.data_ptr<float>();
+    g.b = b.data_ptr<float>();
+    g.pixels = N * H * W;
+    g.channels = C;
+    at::Tensor f32 = at::empty({N, H, W, C});
+    g.out = f32.data_ptr();
+    engine::attention_blend_nhwc(g);
+    EXPECT_TRUE(at::equal(f32, want))
+        << "f32, " << C << " channels: max diff " << (f32 - want).abs().max().item<float>();
+    for (const bool u8 : {false, true}) {
+      const float scale = u8 ? 0.02f : 0.015f;
+      at::Tensor q = at::empty({N, H, W, C}, u8 ? at::kByte : at::kChar);
+      g.out = q.data_ptr();
+      g.type = u8 ? engine::BlendOut::kU8 : engine::BlendOut::kS8;
+      g.scale = scale;
+      engine::attention_blend_nhwc(g);
+      const at::Tensor wq =
+          at::fake_quantize_per_tensor_affine(want, scale, 0, u8 ? 0 : -128, u8 ? 255 : 127);
+      EXPECT_TRUE(at::equal(q.to(at::kFloat) * scale, wq))
+          << (u8 ? "u8" : "s8") << ", " << C << " channels: max diff "
+          << (q.to(at::kFloat) * scale - wq).abs().max().item<float>();
+    }
+  }
 }
 
 // A model ending in Resize + ArgMax (PaddleSeg's export): the resize folds into the argmax

@@ -1,0 +1,21 @@
+#pragma once
+// Concatenation along the channels of channels-last (NHWC) tensors: each output pixel is the
+// pieces' pixels side by side. oneDNN 2.6's concat copies a pixel's piece with one call per
+// pixel and piece, which for the 1-channel maps of PP-LiteSeg's UAFM attention (channel mean
+// and max of two features, concatenated into 4 channels) costs more than the reductions that
+// made them; here a piece's bytes are copied with a fixed-width store where they are few.
+#include <cstdint>
+#include <vector>
+
+namespace segslim::engine {
+
+struct ChannelPiece {
+  const void* data = nullptr;
+  int64_t bytes = 0;  // per pixel: channels x element size
+};
+
+// out: pixels x (sum of the pieces' bytes), piece i at the offset of the pieces before it.
+// Threads: ATen's.
+void concat_channels_nhwc(const std::vector<ChannelPiece>& pieces, void* out, int64_t pixels);
+
+}  // namespace segslim::engine
