@@ -3,11 +3,11 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <cmath>
 #include <type_traits>
 
 #include "common/error.h"
 #include "engine/cpu_features.h"
+#include "engine/int8_store.h"
 
 namespace segslim::engine {
 
@@ -18,9 +18,7 @@ SEGSLIM_INLINE void store(float v, float inv, T* o) {
   if constexpr (std::is_same_v<T, float>) {
     *o = v;
   } else {
-    constexpr float lo = std::is_same_v<T, uint8_t> ? 0.f : -128.f;
-    constexpr float hi = std::is_same_v<T, uint8_t> ? 255.f : 127.f;
-    *o = static_cast<T>(std::clamp(std::nearbyint(v * inv), lo, hi));
+    *o = saturate_round<T>(v * inv);
   }
 }
 
@@ -61,17 +59,17 @@ SEGSLIM_BLEND_CLONES void blend_u8(const BlendArgs& g, float inv, int64_t begin,
 void attention_blend_nhwc(const BlendArgs& g) {
   SEGSLIM_CHECK(g.x && g.a && g.y && g.b && g.out && g.pixels > 0 && g.channels > 0,
                 "attention_blend_nhwc: empty arguments");
-  SEGSLIM_CHECK(g.type == BlendOut::kF32 || g.scale > 0, "attention_blend_nhwc: output scale ",
+  SEGSLIM_CHECK(g.type == ElemType::kF32 || g.scale > 0, "attention_blend_nhwc: output scale ",
                 g.scale, " must be positive");
   const float inv = 1.f / g.scale;
   const int64_t grain = std::max<int64_t>(1, 4096 / g.channels);
   at::parallel_for(0, g.pixels, grain, [&](int64_t begin, int64_t end) {
     switch (g.type) {
-      case BlendOut::kF32:
+      case ElemType::kF32:
         return blend_f32(g, inv, begin, end);
-      case BlendOut::kS8:
+      case ElemType::kS8:
         return blend_s8(g, inv, begin, end);
-      case BlendOut::kU8:
+      case ElemType::kU8:
         return blend_u8(g, inv, begin, end);
     }
   });

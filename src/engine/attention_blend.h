@@ -8,15 +8,15 @@
 // Mul, Add steps it replaces).
 #include <cstdint>
 
-namespace segslim::engine {
+#include "engine/int8_store.h"
 
-enum class BlendOut { kF32, kS8, kU8 };
+namespace segslim::engine {
 
 struct BlendArgs {
   const float *x = nullptr, *a = nullptr, *y = nullptr, *b = nullptr;  // a, b: one per pixel
   void* out = nullptr;
-  BlendOut type = BlendOut::kF32;
-  float scale = 1.f;  // int8 output: q = saturate(round_half_even(out * (1 / scale)))
+  ElemType type = ElemType::kF32;
+  float scale = 1.f;  // int8 output (int8_store.h)
   int64_t pixels = 0, channels = 0;
 };
 

@@ -3,10 +3,8 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <limits>
-#include <type_traits>
 #include <vector>
 
 #include "common/error.h"
@@ -73,30 +71,26 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void reduce_
 
 template <typename Q>
 void quantize_row(const float* r, float inv, Q* q, int64_t w) {
-  constexpr float lo = std::is_same_v<Q, uint8_t> ? 0.f : -128.f;
-  constexpr float hi = std::is_same_v<Q, uint8_t> ? 255.f : 127.f;
-  for (int64_t i = 0; i < w; ++i)
-    q[i] = static_cast<Q>(std::clamp(std::nearbyint(r[i] * inv), lo, hi));
+  for (int64_t i = 0; i < w; ++i) q[i] = saturate_round<Q>(r[i] * inv);
 }
 
 }  // namespace
 
 void reduce_channels(const float* src, void* dst, int64_t n, int64_t c, int64_t h, int64_t w,
-                     ChannelLayout layout, ChannelReduceOp op, ReducedType type, float scale) {
+                     ChannelLayout layout, ChannelReduceOp op, ElemType type, float scale) {
   SEGSLIM_CHECK(n > 0 && c > 0 && h > 0 && w > 0, "reduce_channels: empty tensor ", n, "x", c, "x",
                 h, "x", w);
-  SEGSLIM_CHECK(type == ReducedType::kF32 || scale > 0, "reduce_channels: output scale ", scale,
+  SEGSLIM_CHECK(type == ElemType::kF32 || scale > 0, "reduce_channels: output scale ", scale,
                 " must be positive");
   const float inv = 1.f / scale;
   const int64_t hw = h * w;
   const float finish = op == ChannelReduceOp::kMean ? 1.f / static_cast<float>(c) : 1.f;
   // Work items: one image row (w pixels) of one image.
   at::parallel_for(0, n * h, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> acc, row(type == ReducedType::kF32 ? 0 : static_cast<size_t>(w));
+    std::vector<float> acc, row(type == ElemType::kF32 ? 0 : static_cast<size_t>(w));
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / h, y = item % h;
-      float* out =
-          type == ReducedType::kF32 ? static_cast<float*>(dst) + b * hw + y * w : row.data();
+      float* out = type == ElemType::kF32 ? static_cast<float*>(dst) + b * hw + y * w : row.data();
       switch (layout) {
         case ChannelLayout::kNhwc: {
           reduce_pixels_nhwc(op, src + (b * hw + y * w) * c, out, w, c);
@@ -130,9 +124,9 @@ void reduce_channels(const float* src, void* dst, int64_t n, int64_t c, int64_t 
       }
       if (finish != 1.f)
         for (int64_t i = 0; i < w; ++i) out[i] *= finish;
-      if (type == ReducedType::kS8)
+      if (type == ElemType::kS8)
         quantize_row(out, inv, static_cast<int8_t*>(dst) + b * hw + y * w, w);
-      else if (type == ReducedType::kU8)
+      else if (type == ElemType::kU8)
         quantize_row(out, inv, static_cast<uint8_t*>(dst) + b * hw + y * w, w);
     }
   });

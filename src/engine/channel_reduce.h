@@ -6,6 +6,8 @@
 // (a reorder of the whole map first); this reads the map in the layout the convolution wrote.
 #include <cstdint>
 
+#include "engine/int8_store.h"
+
 namespace segslim::engine {
 
 enum class ChannelReduceOp { kMean, kMax, kSum };
@@ -13,13 +15,10 @@ enum class ChannelReduceOp { kMean, kMax, kSum };
 // 16, the last one zero-padded: padding never enters a max or a mean).
 enum class ChannelLayout { kNchw, kNhwc, kNChw16c };
 
-// How the result is stored: float, or quantized (a QuantizeLinear with zero point 0 after the
-// reduction, as when the maps go into an int8 Concat): saturate(round_half_even(r * (1 / scale))).
-enum class ReducedType { kF32, kS8, kU8 };
-
-// dst: N x 1 x H x W, plain. Threads: ATen's.
+// dst: N x 1 x H x W, plain; float, or int8 at `scale` (int8_store.h) where the QuantizeLinear
+// after the reduction is folded in (the maps go into an int8 Concat). Threads: ATen's.
 void reduce_channels(const float* src, void* dst, int64_t n, int64_t c, int64_t h, int64_t w,
-                     ChannelLayout layout, ChannelReduceOp op, ReducedType type = ReducedType::kF32,
+                     ChannelLayout layout, ChannelReduceOp op, ElemType type = ElemType::kF32,
                      float scale = 1.f);
 
 }  // namespace segslim::engine

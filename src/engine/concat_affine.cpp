@@ -55,13 +55,11 @@ SEGSLIM_INLINE void store(const float* __restrict x, float* __restrict o, int64_
 }
 SEGSLIM_INLINE void store_s8(const float* __restrict x, float inv, int8_t* __restrict o,
                              int64_t n) {
-  for (int64_t c = 0; c < n; ++c)
-    o[c] = static_cast<int8_t>(std::clamp(std::nearbyint(x[c] * inv), -128.f, 127.f));
+  for (int64_t c = 0; c < n; ++c) o[c] = saturate_round<int8_t>(x[c] * inv);
 }
 SEGSLIM_INLINE void store_u8(const float* __restrict x, float inv, uint8_t* __restrict o,
                              int64_t n) {
-  for (int64_t c = 0; c < n; ++c)
-    o[c] = static_cast<uint8_t>(std::clamp(std::nearbyint(x[c] * inv), 0.f, 255.f));
+  for (int64_t c = 0; c < n; ++c) o[c] = saturate_round<uint8_t>(x[c] * inv);
 }
 
 // A tile's pieces, pixel by pixel, into x (tile_pixels rows of all channels): the portable

@@ -10,9 +10,9 @@
 #include <cstdint>
 #include <vector>
 
-namespace segslim::engine {
+#include "engine/int8_store.h"
 
-enum class ElemType { kF32, kS8, kU8 };
+namespace segslim::engine {
 
 // A channels-last tensor of `pixels` rows of `channels` values; int8 ones dequantize as
 // q * scale (zero point 0).

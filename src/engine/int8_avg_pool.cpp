@@ -10,6 +10,7 @@
 
 #include "common/error.h"
 #include "engine/cpu_features.h"
+#include "engine/int8_store.h"
 
 namespace segslim::engine {
 
@@ -34,10 +35,7 @@ SEGSLIM_INLINE void scale_out(const int16_t* __restrict acc, float k, float* __r
 template <typename Q>
 SEGSLIM_INLINE void quantize_out(const int16_t* __restrict acc, float k, float inv, Q* __restrict o,
                                  int64_t n) {
-  constexpr float lo = std::is_same_v<Q, uint8_t> ? 0.f : -128.f;
-  constexpr float hi = std::is_same_v<Q, uint8_t> ? 255.f : 127.f;
-  for (int64_t c = 0; c < n; ++c)
-    o[c] = static_cast<Q>(std::clamp(std::nearbyint(static_cast<float>(acc[c]) * k * inv), lo, hi));
+  for (int64_t c = 0; c < n; ++c) o[c] = saturate_round<Q>(static_cast<float>(acc[c]) * k * inv);
 }
 
 // Output rows [begin, end) (row = image * oh + oy); acc: C int16 scratch.

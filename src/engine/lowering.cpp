@@ -613,9 +613,7 @@ class Lowering {
     const Val& o = p_.vals[s.out];
     set_md(s.out, memory::desc(mdims(d), o.type, tag::acdb));
     BlendArgs args;
-    args.type = o.type == dt::f32  ? BlendOut::kF32
-                : o.type == dt::s8 ? BlendOut::kS8
-                                   : BlendOut::kU8;
+    args.type = elem_type(o.type);
     args.scale = o.type == dt::f32 ? 1.f : o.scale;
     args.pixels = d[0] * d[2] * d[3];
     args.channels = d[1];
@@ -637,22 +635,23 @@ class Lowering {
   }
 
   // Concat along the channels of narrow pieces (a few channels each), all channels-last
-  // already: concat_channels_nhwc. Wide pieces stay with oneDNN's concat, which copies them
-  // as fast (both bound by memory; in `segslim bench --profile` PP-LiteSeg-T's STDC concats,
-  // pieces of 32 to 512 channels, took longer in FP32 with the plain per-pixel copies).
+  // already: concat_channels_nhwc. Wide pieces stay with oneDNN's concat: copying them is
+  // bound by memory either way, and in `segslim bench --profile` runs PP-LiteSeg-T's STDC
+  // concats (pieces of 32 to 512 channels) were no faster with the plain per-pixel copies.
   static constexpr int64_t kNarrowPieceBytes = 16;
   bool concat_nhwc(Step& s) {
     const auto& od = p_.vals[s.out].dims;
     const dt ot = p_.vals[s.out].type;
     if (od.size() != 4 || s.axis != 1) return false;
     const int64_t elem = static_cast<int64_t>(memory::data_type_size(ot));
-    for (int v : s.in)
+    std::vector<int64_t> bytes;  // per pixel, of each piece
+    for (int v : s.in) {
+      bytes.push_back(p_.vals[v].dims[1] * elem);
       if (md(v) != memory::desc(mdims(p_.vals[v].dims), ot, tag::acdb) ||
-          p_.vals[v].dims[1] * elem > kNarrowPieceBytes)
+          bytes.back() > kNarrowPieceBytes)
         return false;
+    }
     set_md(s.out, memory::desc(mdims(od), ot, tag::acdb));
-    std::vector<int64_t> bytes;
-    for (int v : s.in) bytes.push_back(p_.vals[v].dims[1] * elem);
     Exec e;
     Plan* plan = &p_;
     const std::vector<int> in = s.in;
@@ -876,9 +875,7 @@ class Lowering {
       src = ensure(src, memory::desc(mdims(d), dt::f32, tag::acdb));
     }
     const dt ot = p_.vals[s.out].type;  // int8 where the reduction feeds an int8 Concat
-    const ReducedType type = ot == dt::f32  ? ReducedType::kF32
-                             : ot == dt::s8 ? ReducedType::kS8
-                                            : ReducedType::kU8;
+    const ElemType type = elem_type(ot);
     const float scale = ot == dt::f32 ? 1.f : p_.vals[s.out].scale;
     // one channel: NCHW and NHWC are the same bytes; int8 ones go into NHWC int8 Concats
     set_md(s.out, memory::desc(mdims(od), ot, ot == dt::f32 ? tag::abcd : tag::acdb));

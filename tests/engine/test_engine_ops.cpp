@@ -281,8 +281,8 @@ TEST(EngineOps, ChannelReduceKernelMatchesAten) {
           const float scale = op == ChannelReduceOp::kSum ? 0.4f : 0.03f;
           at::Tensor q = at::empty({d[0], 1, d[2], d[3]}, u8 ? at::kByte : at::kChar);
           engine::reduce_channels(src.data_ptr<float>(), q.data_ptr(), d[0], d[1], d[2], d[3],
-                                  layout, op,
-                                  u8 ? engine::ReducedType::kU8 : engine::ReducedType::kS8, scale);
+                                  layout, op, u8 ? engine::ElemType::kU8 : engine::ElemType::kS8,
+                                  scale);
           const at::Tensor wq =
               at::fake_quantize_per_tensor_affine(got, scale, 0, u8 ? 0 : -128, u8 ? 255 : 127);
           EXPECT_TRUE(at::equal(q.to(at::kFloat) * scale, wq))
@@ -619,7 +619,7 @@ TEST(EngineOps, AttentionBlendKernelMatchesAten) {
       const float scale = u8 ? 0.02f : 0.015f;
       at::Tensor q = at::empty({N, H, W, C}, u8 ? at::kByte : at::kChar);
       g.out = q.data_ptr();
-      g.type = u8 ? engine::BlendOut::kU8 : engine::BlendOut::kS8;
+      g.type = u8 ? engine::ElemType::kU8 : engine::ElemType::kS8;
       g.scale = scale;
       engine::attention_blend_nhwc(g);
       const at::Tensor wq =
