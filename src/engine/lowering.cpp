@@ -18,9 +18,11 @@
 #include "engine/channel_concat.h"
 #include "engine/channel_reduce.h"
 #include "engine/concat_affine.h"
+#include "engine/cpu_features.h"
 #include "engine/int8_avg_pool.h"
 #include "engine/plan.h"
 #include "engine/planar_quantize.h"
+#include "engine/tile_deconv.h"
 #include "ops/registry.h"
 
 namespace segslim::engine {
@@ -182,7 +184,71 @@ class Lowering {
     }
   }
 
+  // A ConvTranspose with kernel == stride that makes the graph's output: tile_deconv.h, the
+  // NCHW output written directly (no reorder after a channels-last deconvolution).
+  bool tile_deconv(Step& s) {
+    if (!s.deconv || s.groups != 1 || !s.post.empty() || s.out != p_.output_val) return false;
+    const Val out = p_.vals[s.out];  // copies: ensure() grows p_.vals
+    const Val sv = p_.vals[s.in[0]];
+    if (out.type != dt::f32 || out.dims.size() != 4 || sv.dims.size() != 4) return false;
+    const int64_t kh = s.w.size(2), kw = s.w.size(3);
+    const bool tiles = s.strides == std::vector<int64_t>{kh, kw} &&
+                       s.dil == std::vector<int64_t>{1, 1} && s.pl == std::vector<int64_t>{0, 0} &&
+                       s.pr == std::vector<int64_t>{0, 0};
+    if (!tiles || kTileDeconvLanes % kw != 0 || out.dims[2] != sv.dims[2] * kh ||
+        out.dims[3] != sv.dims[3] * kw)
+      return false;
+    ElemType st = ElemType::kF32;
+    if (s.int8) {
+      // the int8 sums exact in float: |sum| <= C * 128 * 128 < 2^24
+      if (sv.dims[1] >= 1024 || (sv.type != dt::s8 && sv.type != dt::u8)) return false;
+      st = sv.type == dt::s8 ? ElemType::kS8 : ElemType::kU8;
+    } else if (sv.type != dt::f32) {
+      return false;
+    }
+    const int src = ensure(s.in[0], memory::desc(mdims(sv.dims), sv.type, tag::acdb));
+    set_md(s.out, memory::desc(mdims(out.dims), dt::f32, tag::abcd));
+    const int64_t C = sv.dims[1], O = out.dims[1];
+    const at::Tensor w = s.w.to(at::kFloat).contiguous();
+    auto pattern = std::make_shared<std::vector<float>>(
+        tile_deconv_pattern(w.data_ptr<float>(), C, O, kh, kw));
+    auto scale = std::make_shared<std::vector<float>>(O, 1.f);
+    auto bias = std::make_shared<std::vector<float>>(O, 0.f);
+    if (s.int8) {
+      *scale = s.alpha;
+      *bias = s.beta;
+    } else if (s.b.defined()) {
+      *bias = to_floats(s.b);
+    }
+    TileDeconvArgs a;
+    a.src_type = st;
+    a.n = sv.dims[0];
+    a.h = sv.dims[2];
+    a.w = sv.dims[3];
+    a.c = C;
+    a.o = O;
+    a.kh = kh;
+    a.kw = kw;
+    Exec e;
+    Plan* plan = &p_;
+    const int dst = s.out;
+    e.custom = [plan, src, dst, a, pattern, scale, bias]() mutable {
+      a.src = plan->mems[src].get_data_handle();
+      a.out = static_cast<float*>(plan->mems[dst].get_data_handle());
+      a.pattern = pattern->data();
+      a.scale = scale->data();
+      a.bias = bias->data();
+      tile_deconv_to_nchw(a);
+    };
+    e.reads = {src};
+    e.writes = {dst};
+    if (s.int8) ++p_.int8_steps;
+    push(std::move(e), s, "tiles -> nchw f32");
+    return true;
+  }
+
   void conv(Step& s) {
+    if (tile_deconv(s)) return;
     const Val out = p_.vals[s.out];  // copies: lowering appends to p_.vals
     const int src = s.in[0];
     const Val sv = p_.vals[src];
@@ -634,12 +700,13 @@ class Lowering {
     push(std::move(e), s, "one pass nhwc");
   }
 
-  // Concat along the channels of narrow pieces (a few channels each), all channels-last
-  // already: concat_channels_nhwc. Wide pieces stay with oneDNN's concat: copying them is
-  // bound by memory either way, and in `segslim bench --profile` runs PP-LiteSeg-T's STDC
-  // concats (pieces of 32 to 512 channels) were no faster with the plain per-pixel copies.
-  static constexpr int64_t kNarrowPieceBytes = 16;
+  // Concat along the channels of narrow pieces (at most 64 bytes a pixel with AVX-512's masked
+  // copies, 16 without), all channels-last already: concat_channels_nhwc. Wide pieces stay
+  // with oneDNN's concat: copying them is bound by memory either way, and in `segslim bench
+  // --profile` runs PP-LiteSeg-T's STDC concats (pieces of 32 to 512 channels) were no faster
+  // with the plain per-pixel copies.
   bool concat_nhwc(Step& s) {
+    const int64_t narrow = use_avx512() ? kMaskedPieceBytes : 16;
     const auto& od = p_.vals[s.out].dims;
     const dt ot = p_.vals[s.out].type;
     if (od.size() != 4 || s.axis != 1) return false;
@@ -647,8 +714,7 @@ class Lowering {
     std::vector<int64_t> bytes;  // per pixel, of each piece
     for (int v : s.in) {
       bytes.push_back(p_.vals[v].dims[1] * elem);
-      if (md(v) != memory::desc(mdims(p_.vals[v].dims), ot, tag::acdb) ||
-          bytes.back() > kNarrowPieceBytes)
+      if (md(v) != memory::desc(mdims(p_.vals[v].dims), ot, tag::acdb) || bytes.back() > narrow)
         return false;
     }
     set_md(s.out, memory::desc(mdims(od), ot, tag::acdb));

@@ -139,6 +139,14 @@ TEST(EngineFp32, ConvTranspose) {
     b.output("y");
     SCOPED_TRACE(c.ic);
     expect_fp32_match(b.model, at::randn({2, c.ic, 5, 7}));
+    // kernel == stride, no padding, the graph's output: the tile kernel writes it NCHW
+    Engine eng(b.model);
+    eng.run(at::randn({2, c.ic, 5, 7}));
+    const bool tiles = c.k == c.s && c.g == 1 && c.pads == std::vector<int64_t>{0, 0, 0, 0};
+    EXPECT_EQ(joined(eng.describe()).find("ConvTranspose up f32 +bias [tiles -> nchw f32]") !=
+                  std::string::npos,
+              tiles)
+        << joined(eng.describe());
   }
 }
 
@@ -264,6 +272,7 @@ TEST(EngineInt8, SmallNetMatchesFakeQuant) {
   const std::string d = joined(eng.describe());
   EXPECT_NE(d.find("Conv c1 int8 s8 +bias +relu ->s8"), std::string::npos) << d;
   EXPECT_NE(d.find("ConvTranspose up int8"), std::string::npos) << d;
+  EXPECT_NE(d.find("[tiles -> nchw f32]"), std::string::npos) << d;
   // int8_op_types limits what runs int8
   EngineOptions only_conv;
   only_conv.int8_op_types = {"ConvTranspose"};

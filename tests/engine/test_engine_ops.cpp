@@ -12,6 +12,7 @@
 #include "engine/engine_test_util.h"
 #include "engine/int8_avg_pool.h"
 #include "engine/planar_quantize.h"
+#include "engine/tile_deconv.h"
 
 namespace segslim::testing {
 namespace {
@@ -569,27 +570,94 @@ TEST(EngineOps, PlanarQuantizeMatchesAten) {
 }
 
 // The channels-last concat against at::cat of the pieces: widths of 1, 2, 4 and 8 bytes (the
-// fixed-width copies), 3 and 40 (memcpy), f32 and int8, enough pixels for several blocks and
-// threads, and a single pixel.
+// fixed-width copies), 3, 12, 19, 40 and 64 (the masked AVX-512 copy, memcpy without it), 76
+// (memcpy), f32 and int8, enough pixels for several blocks and threads, and a single pixel;
+// with and without AVX-512.
 TEST(EngineOps, ChannelConcatKernelMatchesAten) {
   at::manual_seed(35);
-  for (const at::ScalarType type : {at::kFloat, at::kChar})
-    for (const int64_t pixels : {1, 7, 40000}) {
-      const std::vector<int64_t> channels = type == at::kFloat
-                                                ? std::vector<int64_t>{1, 2, 1, 10, 3}
-                                                : std::vector<int64_t>{1, 2, 4, 8, 3, 40, 1};
-      std::vector<at::Tensor> pieces;
-      std::vector<engine::ChannelPiece> args;
-      for (const int64_t c : channels) {
-        pieces.push_back(type == at::kFloat ? at::randn({pixels, c})
-                                            : at::randint(-128, 128, {pixels, c}).to(at::kChar));
-        args.push_back({pieces.back().data_ptr(), c * pieces.back().element_size()});
+  for (const bool avx512 : {true, false}) {
+    if (!avx512) setenv("SEGSLIM_NO_AVX512", "1", 1);
+    for (const at::ScalarType type : {at::kFloat, at::kChar})
+      for (const int64_t pixels : {1, 7, 40000}) {
+        const std::vector<int64_t> channels =
+            type == at::kFloat ? std::vector<int64_t>{1, 2, 1, 10, 3, 16, 19}
+                               : std::vector<int64_t>{1, 2, 4, 8, 3, 40, 1, 12, 19, 64, 76};
+        std::vector<at::Tensor> pieces;
+        std::vector<engine::ChannelPiece> args;
+        for (const int64_t c : channels) {
+          pieces.push_back(type == at::kFloat ? at::randn({pixels, c})
+                                              : at::randint(-128, 128, {pixels, c}).to(at::kChar));
+          args.push_back({pieces.back().data_ptr(), c * pieces.back().element_size()});
+        }
+        const at::Tensor want = at::cat(pieces, 1);
+        at::Tensor got = at::full_like(want, 7);
+        engine::concat_channels_nhwc(args, got.data_ptr(), pixels);
+        EXPECT_TRUE(at::equal(got, want)) << pixels << " pixels, " << type << ", avx512 " << avx512;
       }
-      const at::Tensor want = at::cat(pieces, 1);
-      at::Tensor got = at::full_like(want, 7);
-      engine::concat_channels_nhwc(args, got.data_ptr(), pixels);
-      EXPECT_TRUE(at::equal(got, want)) << pixels << " pixels, " << type;
-    }
+  }
+  unsetenv("SEGSLIM_NO_AVX512");
+}
+
+// The kernel == stride transposed convolution against ATen's conv_transpose2d: float input,
+// and int8 codes (s8, u8) whose float sums are exact, scaled and biased per output channel;
+// widths with whole 64-column blocks and masked tails, a 1x1 map, kernels 1x1 to 3x8; with
+// and without AVX-512.
+TEST(EngineOps, TileDeconvKernelMatchesAten) {
+  at::manual_seed(37);
+  struct Case {
+    int64_t n, c, h, w, o, kh, kw;
+  };
+  for (const bool avx512 : {true, false}) {
+    if (!avx512) setenv("SEGSLIM_NO_AVX512", "1", 1);
+    for (const Case& k : std::vector<Case>{{2, 12, 5, 40, 11, 2, 2},
+                                           {1, 3, 1, 1, 1, 1, 1},
+                                           {1, 20, 3, 33, 7, 3, 4},
+                                           {1, 17, 2, 70, 5, 2, 8}})
+      for (const engine::ElemType type :
+           {engine::ElemType::kF32, engine::ElemType::kS8, engine::ElemType::kU8}) {
+        const bool int8 = type != engine::ElemType::kF32;
+        at::Tensor x, w;  // x NCHW as float (int8: the codes), w [C, O, kh, kw]
+        at::Tensor src;   // channels-last, of the kernel's type
+        if (!int8) {
+          x = at::randn({k.n, k.c, k.h, k.w});
+          w = at::randn({k.c, k.o, k.kh, k.kw});
+          src = x.permute({0, 2, 3, 1}).contiguous();
+        } else {
+          const bool u8 = type == engine::ElemType::kU8;
+          x = at::randint(u8 ? 0 : -128, u8 ? 256 : 128, {k.n, k.c, k.h, k.w}).to(at::kFloat);
+          w = at::randint(-127, 128, {k.c, k.o, k.kh, k.kw}).to(at::kFloat);
+          src = x.permute({0, 2, 3, 1}).contiguous().to(u8 ? at::kByte : at::kChar);
+        }
+        const at::Tensor scale = int8 ? at::rand({k.o}) * 1e-3 + 1e-4 : at::ones({k.o});
+        const at::Tensor bias = at::randn({k.o});
+        const at::Tensor want =
+            at::conv_transpose2d(x, w, {}, {k.kh, k.kw}) * scale.view({1, -1, 1, 1}) +
+            bias.view({1, -1, 1, 1});
+        const std::vector<float> pattern =
+            engine::tile_deconv_pattern(w.data_ptr<float>(), k.c, k.o, k.kh, k.kw);
+        at::Tensor got = at::full_like(want, 7);
+        engine::TileDeconvArgs a;
+        a.src = src.data_ptr();
+        a.src_type = type;
+        a.out = got.data_ptr<float>();
+        a.n = k.n;
+        a.h = k.h;
+        a.w = k.w;
+        a.c = k.c;
+        a.o = k.o;
+        a.kh = k.kh;
+        a.kw = k.kw;
+        a.pattern = pattern.data();
+        a.scale = scale.data_ptr<float>();
+        a.bias = bias.data_ptr<float>();
+        engine::tile_deconv_to_nchw(a);
+        const double tol = 1e-5 * (want.abs().max().item<double>() + 1);
+        EXPECT_LE((got - want).abs().max().item<double>(), tol)
+            << k.c << "x" << k.h << "x" << k.w << " -> " << k.o << ", kernel " << k.kh << "x"
+            << k.kw << ", type " << static_cast<int>(type) << ", avx512 " << avx512;
+      }
+  }
+  unsetenv("SEGSLIM_NO_AVX512");
 }
 
 // The UAFM blend against ATen's separate x * a, y * b and their sum: the float output equal to
