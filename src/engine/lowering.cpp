@@ -198,30 +198,23 @@ class Lowering {
     if (!tiles || kTileDeconvLanes % kw != 0 || out.dims[2] != sv.dims[2] * kh ||
         out.dims[3] != sv.dims[3] * kw)
       return false;
-    ElemType st = ElemType::kF32;
-    if (s.int8) {
-      // the int8 sums exact in float: |sum| <= C * 128 * 128 < 2^24
-      if (sv.dims[1] >= 1024 || (sv.type != dt::s8 && sv.type != dt::u8)) return false;
-      st = sv.type == dt::s8 ? ElemType::kS8 : ElemType::kU8;
-    } else if (sv.type != dt::f32) {
-      return false;
-    }
+    const int64_t C = sv.dims[1], O = out.dims[1];
+    // int8: s8 / u8 codes, the sums exact in float (|sum| <= C * 128 * 128 < 2^24)
+    const bool int8_in = sv.type == dt::s8 || sv.type == dt::u8;
+    if (s.int8 ? !int8_in || C >= 1024 : sv.type != dt::f32) return false;
     const int src = ensure(s.in[0], memory::desc(mdims(sv.dims), sv.type, tag::acdb));
     set_md(s.out, memory::desc(mdims(out.dims), dt::f32, tag::abcd));
-    const int64_t C = sv.dims[1], O = out.dims[1];
+    // the weights as the kernel reads them, and the per-channel scale and bias: made once
+    struct Weights {
+      std::vector<float> pattern, scale, bias;
+    };
+    auto k = std::make_shared<Weights>();
     const at::Tensor w = s.w.to(at::kFloat).contiguous();
-    auto pattern = std::make_shared<std::vector<float>>(
-        tile_deconv_pattern(w.data_ptr<float>(), C, O, kh, kw));
-    auto scale = std::make_shared<std::vector<float>>(O, 1.f);
-    auto bias = std::make_shared<std::vector<float>>(O, 0.f);
-    if (s.int8) {
-      *scale = s.alpha;
-      *bias = s.beta;
-    } else if (s.b.defined()) {
-      *bias = to_floats(s.b);
-    }
+    k->pattern = tile_deconv_pattern(w.data_ptr<float>(), C, O, kh, kw);
+    k->scale = s.int8 ? s.alpha : std::vector<float>(O, 1.f);
+    k->bias = s.int8 ? s.beta : s.b.defined() ? to_floats(s.b) : std::vector<float>(O, 0.f);
     TileDeconvArgs a;
-    a.src_type = st;
+    a.src_type = elem_type(sv.type);
     a.n = sv.dims[0];
     a.h = sv.dims[2];
     a.w = sv.dims[3];
@@ -229,15 +222,15 @@ class Lowering {
     a.o = O;
     a.kh = kh;
     a.kw = kw;
+    a.pattern = k->pattern.data();
+    a.scale = k->scale.data();
+    a.bias = k->bias.data();
     Exec e;
     Plan* plan = &p_;
     const int dst = s.out;
-    e.custom = [plan, src, dst, a, pattern, scale, bias]() mutable {
+    e.custom = [plan, src, dst, a, k]() mutable {
       a.src = plan->mems[src].get_data_handle();
       a.out = static_cast<float*>(plan->mems[dst].get_data_handle());
-      a.pattern = pattern->data();
-      a.scale = scale->data();
-      a.bias = bias->data();
       tile_deconv_to_nchw(a);
     };
     e.reads = {src};
