@@ -80,9 +80,16 @@ OneNodeModel one_node_model(const std::string& op_type, const std::vector<std::s
 }
 
 std::string temp_dir() {
-  fs::path p = fs::temp_directory_path() / ("segslim_test_" + std::to_string(::getpid()));
-  fs::create_directories(p);
-  return p.string();
+  // Named after this process; a directory of that name found on the first call was left by an
+  // earlier process that had the same pid (pids wrap): emptied, or a test that checks that a
+  // file was NOT written (a killed run's report) would find the old one.
+  static const std::string dir = [] {
+    fs::path p = fs::temp_directory_path() / ("segslim_test_" + std::to_string(::getpid()));
+    fs::remove_all(p);
+    return p.string();
+  }();
+  fs::create_directories(dir);
+  return dir;
 }
 
 std::string write_temp_file(const std::string& name, const std::string& content) {
