@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -117,7 +118,7 @@ __attribute__((target_clones("avx2", "default"))) void run_pixels_plain(
 // such run is one masked load into its lanes. The chunks are the outer loop over a tile of
 // pixels, so their masks, runs and coefficients stay put while the pixels go by.
 struct Segment {
-  const AffineInput* piece;
+  size_t piece;    // index into the pieces
   int64_t offset;  // element of lane 0, relative to the pixel's first in the piece
   __mmask16 mask;  // the lanes this run fills
 };
@@ -127,11 +128,12 @@ struct Chunk {
 std::vector<Chunk> chunks_of(const std::vector<AffineInput>& pieces, int64_t channels) {
   std::vector<Chunk> chunks(static_cast<size_t>((channels + 15) / 16));
   int64_t at = 0;  // the piece's first channel in the concatenation
-  for (const AffineInput& p : pieces) {
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    const AffineInput& p = pieces[i];
     for (int64_t c = 0; c < p.channels;) {
       const int64_t g = at + c, lane = g % 16, count = std::min(16 - lane, p.channels - c);
       chunks[g / 16].segments.push_back(
-          {&p, c - lane, static_cast<__mmask16>(((1u << count) - 1) << lane)});
+          {i, c - lane, static_cast<__mmask16>(((1u << count) - 1) << lane)});
       c += count;
     }
     at += p.channels;
@@ -184,9 +186,11 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void run_pixels_avx512(
       for (int64_t px = t0; px < t1; ++px) {
         const int64_t at = px * C + c0;
         __m512 x = zero;
-        for (const Segment* s = sb; s != se; ++s)
+        for (const Segment* s = sb; s != se; ++s) {
+          const AffineInput& piece = args.pieces[s->piece];
           x = _mm512_mask_mov_ps(x, s->mask,
-                                 load16(*s->piece, px * s->piece->channels + s->offset, s->mask));
+                                 load16(piece, px * piece.channels + s->offset, s->mask));
+        }
         if (residual) x = _mm512_add_ps(x, load16(*residual, at, m));
         __m512 y = _mm512_fmadd_ps(a, x, b);
         if (prelu)  // y >= 0 ? y : slope * y
@@ -241,9 +245,11 @@ ConcatAffineCoefficients::ConcatAffineCoefficients(const std::vector<float>& a_c
   }
 }
 
-void concat_affine_nhwc(const ConcatAffineArgs& args) {
+namespace {
+
+void check_args(const ConcatAffineArgs& args) {
   SEGSLIM_CHECK(args.coefficients, "concat_affine_nhwc: no coefficients");
-  const int64_t C = args.coefficients->channels, tile = args.coefficients->tile_pixels;
+  const int64_t C = args.coefficients->channels;
   int64_t sum = 0;
   for (const auto& p : args.pieces) sum += p.channels;
   SEGSLIM_CHECK(sum == C, "concat_affine_nhwc: the pieces have ", sum, " channels, the output ", C);
@@ -253,21 +259,39 @@ void concat_affine_nhwc(const ConcatAffineArgs& args) {
   for (const auto& o : args.outs)
     SEGSLIM_CHECK(o.type == ElemType::kF32 || o.scale > 0, "concat_affine_nhwc: output scale ",
                   o.scale, " must be positive");
-  if (use_avx512()) {
-    const std::vector<Chunk> chunks = chunks_of(args.pieces, C);
-    at::parallel_for(0, args.pixels, tile, [&](int64_t begin, int64_t end) {
-      run_pixels_avx512(args, chunks, begin, end);
-    });
-    return;
-  }
+}
+
+}  // namespace
+
+struct ConcatAffineRows::Prepared {
+  bool avx512;
+  std::vector<Chunk> chunks;  // the AVX-512 path's
+};
+
+ConcatAffineRows::ConcatAffineRows(const ConcatAffineArgs& layout)
+    : p_(std::make_unique<Prepared>()) {
+  check_args(layout);
+  p_->avx512 = use_avx512();
+  if (p_->avx512) p_->chunks = chunks_of(layout.pieces, layout.coefficients->channels);
+}
+
+ConcatAffineRows::~ConcatAffineRows() = default;
+
+void ConcatAffineRows::run(const ConcatAffineArgs& args, int64_t begin, int64_t end) const {
+  if (p_->avx512) return run_pixels_avx512(args, p_->chunks, begin, end);
   // The portable path's float output (when there is one) is its scratch: computed in place.
   const AffineOutput* f32_out = nullptr;
   for (const auto& o : args.outs)
     if (o.type == ElemType::kF32 && !f32_out) f32_out = &o;
-  at::parallel_for(0, args.pixels, tile, [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(f32_out ? 0 : static_cast<size_t>(tile * C));
-    run_pixels_plain(args, f32_out, begin, end, scratch.data());
-  });
+  const ConcatAffineCoefficients& k = *args.coefficients;
+  std::vector<float> scratch(f32_out ? 0 : static_cast<size_t>(k.tile_pixels * k.channels));
+  run_pixels_plain(args, f32_out, begin, end, scratch.data());
+}
+
+void concat_affine_nhwc(const ConcatAffineArgs& args) {
+  const ConcatAffineRows rows(args);
+  at::parallel_for(0, args.pixels, args.coefficients->tile_pixels,
+                   [&](int64_t begin, int64_t end) { rows.run(args, begin, end); });
 }
 
 }  // namespace segslim::engine

@@ -8,6 +8,7 @@
 // here each piece is read once and each output written once. oneDNN 2.6 has no such fusion:
 // a per-channel PReLU post-op sends its convolutions to reference kernels.
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "engine/int8_store.h"
@@ -54,5 +55,21 @@ struct ConcatAffineArgs {
 
 // Threads: ATen's.
 void concat_affine_nhwc(const ConcatAffineArgs& args);
+
+// The same work prepared once for one layout of pieces (their channels and types; the data
+// pointers change per call), run over a range of pixels on the calling thread: for a kernel
+// that makes the pieces itself a row at a time inside its own parallel loop
+// (dilated_branches.h).
+class ConcatAffineRows {
+ public:
+  explicit ConcatAffineRows(const ConcatAffineArgs& layout);
+  ~ConcatAffineRows();
+  // Pixels [begin, end) of args, laid out as at construction.
+  void run(const ConcatAffineArgs& args, int64_t begin, int64_t end) const;
+
+ private:
+  struct Prepared;
+  std::unique_ptr<Prepared> p_;
+};
 
 }  // namespace segslim::engine

@@ -19,6 +19,7 @@
 #include "engine/channel_reduce.h"
 #include "engine/concat_affine.h"
 #include "engine/cpu_features.h"
+#include "engine/dilated_branches.h"
 #include "engine/int8_avg_pool.h"
 #include "engine/plan.h"
 #include "engine/planar_quantize.h"
@@ -36,6 +37,7 @@ class Lowering {
     Val& in = p_.vals[p_.input_val];
     in.md = memory::desc(mdims(in.dims), dt::f32, plain_tag(in.dims.size()));
     in.has_md = true;
+    if (dilated_branches_supported()) fuse_dilated_branches(p_);
     for (size_t i = 0; i < p_.ir.size(); ++i) lower(p_.ir[i]);
   }
 
@@ -600,6 +602,68 @@ class Lowering {
     return t == dt::f32 ? ElemType::kF32 : t == dt::s8 ? ElemType::kS8 : ElemType::kU8;
   }
 
+  // A concat_affine step with its branches (fuse_dilated_branches, plan.h): DilatedBranches.
+  void dilated_block(Step& s, bool f32_read) {
+    const Step& first = p_.ir[s.branches[0]];
+    const Val x = p_.vals[first.in[0]];
+    const int src = ensure(first.in[0], memory::desc(mdims(x.dims), x.type, tag::acdb));
+    DilatedBranchesShape shape;
+    shape.n = x.dims[0];
+    shape.h = x.dims[2];
+    shape.w = x.dims[3];
+    shape.in_channels = x.dims[1];
+    // a non-negative s8 value's bytes read as u8 (Val::nonneg): no shift, no compensation
+    shape.src_type = x.type == dt::u8 || x.nonneg ? ElemType::kU8 : ElemType::kS8;
+    std::vector<DilatedBranch> branches;
+    for (int c : s.branches) {
+      const Step& conv = p_.ir[c];
+      DilatedBranch b;
+      b.out_channels = conv.w.size(0);
+      b.dilation = conv.dil[0];
+      const at::Tensor w = conv.w.contiguous();
+      b.weights.assign(w.data_ptr<int8_t>(), w.data_ptr<int8_t>() + w.numel());
+      b.alpha = conv.alpha;
+      b.beta = conv.beta;
+      b.add_previous = !conv.post.empty();
+      branches.push_back(std::move(b));
+    }
+    const std::vector<int64_t> d = p_.vals[s.out].dims;
+    struct Bound {
+      std::unique_ptr<DilatedBranches> kernel;
+      AffineInput residual;
+      std::vector<AffineOutput> outs;
+      std::vector<int> out_vals;
+      int residual_val = -1;
+    };
+    auto b = std::make_shared<Bound>();
+    b->kernel = std::make_unique<DilatedBranches>(shape, branches, s.affine_a, s.affine_c, s.slope);
+    Exec e;
+    e.reads = {src};
+    if (s.residual >= 0) {
+      const Val& r = p_.vals[s.residual];
+      b->residual_val = ensure(s.residual, memory::desc(mdims(r.dims), r.type, tag::acdb));
+      b->residual = {nullptr, elem_type(r.type), r.type == dt::f32 ? 1.f : r.scale, r.dims[1]};
+      e.reads.push_back(b->residual_val);
+    }
+    if (f32_read) b->out_vals.push_back(s.out);
+    for (int q : s.qouts) b->out_vals.push_back(q);
+    for (int v : b->out_vals) {
+      const Val& o = p_.vals[v];
+      set_md(v, memory::desc(mdims(d), o.type, tag::acdb));
+      b->outs.push_back({nullptr, elem_type(o.type), o.type == dt::f32 ? 1.f : o.scale});
+    }
+    e.writes = b->out_vals;
+    Plan* plan = &p_;
+    e.custom = [plan, b, src] {
+      auto data = [&](int v) { return plan->mems[v].get_data_handle(); };
+      if (b->residual_val >= 0) b->residual.data = data(b->residual_val);
+      for (size_t i = 0; i < b->out_vals.size(); ++i) b->outs[i].data = data(b->out_vals[i]);
+      b->kernel->run(data(src), b->residual, b->outs);
+    };
+    p_.int8_steps += static_cast<int>(s.branches.size());
+    push(std::move(e), s, str_cat(s.branches.size(), " int8 3x3 convs, one pass nhwc vnni"));
+  }
+
   // All values channels-last; the float output only when something reads it.
   // (A step split off a convolution, not in p_.ir, writes its float output unless it has
   // quantized ones: then nothing reads the float value.)
@@ -607,6 +671,7 @@ class Lowering {
     const bool in_ir = &s >= p_.ir.data() && &s < p_.ir.data() + p_.ir.size();
     const bool f32_read =
         in_ir ? read_after(s.out, static_cast<size_t>(&s - p_.ir.data())) : s.qouts.empty();
+    if (!s.branches.empty()) return dilated_block(s, f32_read);
     const std::vector<int64_t> d = p_.vals[s.out].dims;
     auto nhwc = [&](int v) {
       return ensure(v, memory::desc(mdims(p_.vals[v].dims), p_.vals[v].type, tag::acdb));

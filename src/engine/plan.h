@@ -147,6 +147,9 @@ struct Step {
   int residual = -1;                      // value added to the concatenation, or -1
   std::vector<float> affine_a, affine_c;  // y = a_c * x + c_c
   std::vector<int> qouts;
+  // the int8 3x3 convolutions making the pieces, fused in (ir indices, one per piece; empty:
+  // the pieces are values of their own): fuse_dilated_branches
+  std::vector<int> branches;
   bool removed = false;  // folded into a later step: nothing to lower
   // argmax over channels (axis 1) of `in`, or of its bilinear resize to these H, W (the
   // Resize before it, folded in); empty: no resize
@@ -197,6 +200,9 @@ struct Plan {
 // Phase A: the IR of `model` for one input shape, into p.vals / p.ir.
 void build_ir(const onnx::ModelProto& model, const EngineOptions& opt, int64_t opset,
               const std::string& input, const std::vector<int64_t>& dims, Plan& p);
+// Phase B, first where the CPU runs dilated_branches.h: ESPNet's blocks' int8 3x3 branch
+// convolutions join the concat_affine step after them (Step::branches; those convs removed).
+void fuse_dilated_branches(Plan& p);
 // Phase B: oneDNN primitives for p.ir, into p.execs (and p.lines, p.int8_steps).
 void lower_plan(Plan& p, const dnnl::engine& eng, dnnl::stream& strm);
 // Phase C: bind every value to its place in one arena (p.arena, p.mems, the execs' args).

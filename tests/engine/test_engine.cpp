@@ -7,6 +7,7 @@
 #include "common/error.h"
 #include "data/dataset_config.h"
 #include "data/inference_image.h"
+#include "engine/dilated_branches.h"
 #include "engine/engine_test_util.h"
 #include "passes/fold_batchnorm.h"
 
@@ -456,6 +457,66 @@ TEST(EngineInt8, EspnetLikeTailQuantizesInItsPass) {
       EXPECT_NE(d.find("Concat cat2 int8 s8"), std::string::npos) << d;
     }
   }
+}
+
+// ESPNet's whole block quantized at its convolutions' inputs: a 1x1 reduction, five dilated 3x3
+// branches with the hierarchical sums, the concatenation, the residual, BN and PRelu. Where the
+// CPU has AVX-512 VNNI the branches and the tail run as one step (dilated_branches.h); either
+// way the numbers are the fake-quant graph's. The reduction ends in ReLU in one variant: its
+// non-negative int8 output is read as u8 there (no shift by 128).
+TEST(EngineInt8, EspnetBlockBranchesRunInOnePass) {
+  at::manual_seed(19);
+  for (const bool relu : {false, true}) {
+    GraphBuilder b;
+    b.init("w0", at::randn({20, 3, 3, 3}) * 0.3);
+    b.init("w1", at::randn({5, 20, 1, 1}) * 0.3);
+    const std::vector<std::pair<std::string, int64_t>> branches{
+        {"d1", 1}, {"d2", 2}, {"d4", 4}, {"d8", 8}, {"d16", 16}};
+    for (const auto& [name, d] : branches)
+      b.init("w" + name, at::randn({name == "d1" ? 8 : 3, 5, 3, 3}) * 0.3);
+    b.init("g", at::rand({20}) + 0.5);
+    b.init("be", at::randn({20}) * 0.2);
+    b.init("m", at::randn({20}) * 0.1);
+    b.init("v", at::rand({20}) + 0.5);
+    b.init("slope", at::rand({20, 1, 1}) * 0.3);
+    b.init("w2", at::randn({4, 20, 3, 3}) * 0.2);
+    set_attr_ints(b.node("Conv", "c0", {"x", "w0"}, {"c0"}), "pads", {1, 1, 1, 1});
+    b.node("Conv", "c1", {"c0", "w1"}, {relu ? "c1r" : "c1"});
+    if (relu) b.node("Relu", "r1", {"c1r"}, {"c1"});
+    for (const auto& [name, d] : branches) {
+      auto* n = b.node("Conv", name, {"c1", "w" + name}, {name});
+      set_attr_ints(n, "pads", {d, d, d, d});
+      set_attr_ints(n, "dilations", {d, d});
+    }
+    b.node("Add", "a4", {"d2", "d4"}, {"a4"});  // the hierarchical sums
+    b.node("Add", "a8", {"a4", "d8"}, {"a8"});
+    b.node("Add", "a16", {"a8", "d16"}, {"a16"});
+    set_attr_int(b.node("Concat", "cat", {"d1", "d2", "a4", "a8", "a16"}, {"cat"}), "axis", 1);
+    b.node("Add", "res", {"cat", "c0"}, {"r"});
+    b.node("BatchNormalization", "bn", {"r", "g", "be", "m", "v"}, {"bn"});
+    b.node("PRelu", "p", {"bn", "slope"}, {"p"});
+    set_attr_ints(b.node("Conv", "c2", {"p", "w2"}, {"y"}), "pads", {1, 1, 1, 1});
+    b.output("y");
+    for (const auto& shape :
+         std::vector<std::vector<int64_t>>{{2, 3, 20, 37}, {1, 3, 9, 13}, {1, 3, 1, 1}}) {
+      const at::Tensor x = at::randn(shape);
+      const auto q = quantize(b.model, x);
+      for (const char* no_avx512 : {"0", "1"}) {
+        setenv("SEGSLIM_NO_AVX512", no_avx512, 1);
+        Engine eng(q);
+        expect_int8_match(eng, q, x);
+        const std::string d = joined(eng.describe());
+        const bool fused = engine::dilated_branches_supported();
+        EXPECT_EQ(d.find("ConcatAffine bn concat of 5 +residual +bn +prelu ->s8 [5 int8 3x3 "
+                         "convs, one pass nhwc vnni]") != std::string::npos,
+                  fused)
+            << d;
+        EXPECT_EQ(d.find("Conv d4") == std::string::npos, fused) << d;
+        EXPECT_EQ(eng.num_int8_steps(), 8) << d;
+      }
+    }
+  }
+  unsetenv("SEGSLIM_NO_AVX512");
 }
 
 TEST(EngineFp32, EspnetBatchTwo) {

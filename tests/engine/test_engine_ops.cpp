@@ -9,6 +9,7 @@
 #include "engine/channel_concat.h"
 #include "engine/channel_reduce.h"
 #include "engine/concat_affine.h"
+#include "engine/dilated_branches.h"
 #include "engine/engine_test_util.h"
 #include "engine/int8_avg_pool.h"
 #include "engine/planar_quantize.h"
@@ -797,6 +798,18 @@ TEST(EngineOps, Int8AvgPoolKernelMatchesAtenOnDequantizedValues) {
 // pass, written as f32, s8 and u8, against ATen on the dequantized NCHW tensors and PyTorch's
 // fake quantization. Pixel counts that do not fill the kernel's tiles, with and without a
 // residual and an activation, and a single channel.
+// int8 codes (NHWC) against the fake quantization of want (NCHW float): within one step
+// everywhere, and more than half a step only where float rounding moved a tie to the other side
+// (at most 1 in 1000 values).
+void expect_quantized(const at::Tensor& got, const at::Tensor& want, float scale, int lo, int hi,
+                      const std::string& what) {
+  const at::Tensor ref = at::fake_quantize_per_tensor_affine(want, scale, 0, lo, hi);
+  const at::Tensor diff = (got.permute({0, 3, 1, 2}).to(at::kFloat) * scale - ref).abs();
+  EXPECT_LE(diff.max().item<float>(), scale * 1.001f) << what;
+  EXPECT_LE((diff > scale / 2).sum().item<int64_t>(), std::max<int64_t>(1, diff.numel() / 1000))
+      << what;
+}
+
 TEST(EngineOps, ConcatAffineKernelMatchesAten) {
   at::manual_seed(29);
   using engine::ElemType;
@@ -867,13 +880,8 @@ TEST(EngineOps, ConcatAffineKernelMatchesAten) {
       EXPECT_TRUE(at::allclose(f32.permute({0, 3, 1, 2}), want, 1e-5, 1e-5)) << what;
       for (const auto& [got, scale, lo, hi] :
            {std::tuple{s8, s8_scale, -128, 127}, std::tuple{u8, u8_scale, 0, 255}}) {
+        expect_quantized(got, want, scale, lo, hi, what);
         const at::Tensor ref = at::fake_quantize_per_tensor_affine(want, scale, 0, lo, hi);
-        const at::Tensor diff = (got.permute({0, 3, 1, 2}).to(at::kFloat) * scale - ref).abs();
-        EXPECT_LE(diff.max().item<float>(), scale * 1.001f) << what;
-        // a tie may round the other way after float rounding of the affine; nothing else
-        EXPECT_LE((diff > scale / 2).sum().item<int64_t>(),
-                  std::max<int64_t>(1, diff.numel() / 1000))
-            << what;
         if (want.numel() > 100) {
           EXPECT_GT(
               (ref == hi * scale).sum().item<int64_t>() + (ref == lo * scale).sum().item<int64_t>(),
@@ -888,6 +896,116 @@ TEST(EngineOps, ConcatAffineKernelMatchesAten) {
       EXPECT_TRUE(at::equal(s8b, s8)) << what;
     }
   unsetenv("SEGSLIM_NO_AVX512");
+}
+
+// ESPNet's fused block (dilated_branches.h) against ATen: each branch a float conv2d of the
+// int8 codes (exact: the sums stay below 2^24), times alpha plus beta, the hierarchical sums,
+// the concatenation, then the residual, affine and PRelu of the tail; float and int8 outputs.
+// Widths that leave part of a 16-pixel block, narrower maps than a block, dilations larger than
+// the map, input channels not a multiple of 4, branches of up to 64 channels (several
+// accumulator runs), s8 and u8 codes.
+TEST(EngineOps, DilatedBranchesKernelMatchesAten) {
+  if (!engine::dilated_branches_supported()) GTEST_SKIP() << "this CPU has no AVX-512 VNNI";
+  at::manual_seed(31);
+  using engine::ElemType;
+  struct Branch {
+    int64_t o, dilation;
+    bool add_previous;
+  };
+  struct Case {
+    std::vector<int64_t> nhwc;
+    ElemType src;
+    std::vector<Branch> branches;
+    ElemType residual;  // kF32 / kS8, or kU8 = no residual
+    bool prelu;
+  };
+  const std::vector<Case> cases{
+      {{2, 7, 19, 12},  // ESPNet's level 2 widths
+       ElemType::kS8,
+       {{16, 1, false}, {12, 2, false}, {12, 4, true}, {12, 8, true}, {12, 16, true}},
+       ElemType::kF32,
+       true},
+      {{1, 9, 33, 25},  // level 3's: 28 and 25 channels, two accumulator runs each
+       ElemType::kU8,
+       {{28, 1, false}, {25, 2, false}, {25, 4, true}, {25, 8, true}, {25, 16, true}},
+       ElemType::kS8,
+       true},
+      {{1, 3, 5, 7}, ElemType::kS8, {{64, 1, false}, {64, 3, true}}, ElemType::kU8, false},
+      {{1, 1, 1, 1}, ElemType::kU8, {{1, 1, false}, {3, 2, false}}, ElemType::kU8, false}};
+  auto floats = [](const at::Tensor& t) {
+    const at::Tensor c = t.contiguous();
+    return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+  };
+  for (const auto& c : cases) {
+    const int64_t N = c.nhwc[0], H = c.nhwc[1], W = c.nhwc[2], C = c.nhwc[3];
+    const at::Tensor codes = c.src == ElemType::kS8
+                                 ? at::randint(-128, 128, {N, H, W, C}).to(at::kChar)
+                                 : at::randint(0, 256, {N, H, W, C}).to(at::kByte);
+    const at::Tensor x = codes.to(at::kFloat).permute({0, 3, 1, 2});
+    std::vector<engine::DilatedBranch> branches;
+    std::vector<at::Tensor> pieces;
+    for (const auto& b : c.branches) {
+      const at::Tensor w = at::randint(-128, 128, {b.o, C, 3, 3}).to(at::kChar);
+      const at::Tensor alpha = (at::rand({b.o}) + 0.5) * 1e-4, beta = at::randn({b.o}) * 0.1;
+      at::Tensor piece = at::conv2d(x, w.to(at::kFloat), {}, 1, b.dilation, b.dilation) *
+                             alpha.view({1, b.o, 1, 1}) +
+                         beta.view({1, b.o, 1, 1});
+      if (b.add_previous) piece = piece + pieces.back();
+      pieces.push_back(piece);
+      engine::DilatedBranch d;
+      d.out_channels = b.o;
+      d.dilation = b.dilation;
+      d.weights.assign(w.data_ptr<int8_t>(), w.data_ptr<int8_t>() + w.numel());
+      d.alpha = floats(alpha);
+      d.beta = floats(beta);
+      d.add_previous = b.add_previous;
+      branches.push_back(d);
+    }
+    at::Tensor want = at::cat(pieces, 1);
+    const int64_t Ct = want.size(1);
+    engine::AffineInput residual;
+    at::Tensor stored_residual;
+    if (c.residual != ElemType::kU8) {
+      const float rs = 0.02f;
+      stored_residual = c.residual == ElemType::kF32
+                            ? at::randn({N, H, W, Ct})
+                            : at::randint(-128, 128, {N, H, W, Ct}).to(at::kChar);
+      residual = {stored_residual.data_ptr(), c.residual, rs, Ct};
+      want = want +
+             (c.residual == ElemType::kF32 ? stored_residual : stored_residual.to(at::kFloat) * rs)
+                 .permute({0, 3, 1, 2});
+    }
+    const at::Tensor a = at::rand({Ct}) + 0.5, b = at::randn({Ct}), slope = at::rand({Ct}) * 0.3;
+    want = want * a.view({1, Ct, 1, 1}) + b.view({1, Ct, 1, 1});
+    if (c.prelu) want = at::where(want >= 0, want, want * slope.view({1, Ct, 1, 1}));
+    engine::DilatedBranches kernel({N, H, W, C, c.src}, branches, floats(a), floats(b),
+                                   c.prelu ? floats(slope) : std::vector<float>());
+    ASSERT_EQ(kernel.channels(), Ct);
+    const float s8_scale = want.abs().max().item<float>() / 100, u8_scale = s8_scale / 2;
+    at::Tensor f32 = at::empty({N, H, W, Ct}), s8 = at::empty({N, H, W, Ct}, at::kChar),
+               u8 = at::empty({N, H, W, Ct}, at::kByte);
+    // twice: the padded image's border must stay as it was after a run
+    for (int run = 0; run < 2; ++run) {
+      kernel.run(codes.data_ptr(), residual,
+                 {{f32.data_ptr(), ElemType::kF32, 1.f},
+                  {s8.data_ptr(), ElemType::kS8, s8_scale},
+                  {u8.data_ptr(), ElemType::kU8, u8_scale}});
+      const std::string what = str_cat(N, "x", H, "x", W, "x", C, " -> ", Ct, ", run ", run);
+      EXPECT_TRUE(at::allclose(f32.permute({0, 3, 1, 2}), want, 1e-5, 1e-5))
+          << what << ": max error " << (f32.permute({0, 3, 1, 2}) - want).abs().max().item<float>();
+      expect_quantized(s8, want, s8_scale, -128, 127, what);
+      expect_quantized(u8, want, u8_scale, 0, 255, what);
+    }
+  }
+  // bad arguments name what is wrong
+  engine::DilatedBranch bad;
+  bad.out_channels = 4;
+  bad.weights.assign(4 * 3 * 9 - 1, 0);
+  bad.alpha.assign(4, 1.f);
+  bad.beta.assign(4, 0.f);
+  EXPECT_THROW(engine::DilatedBranches({1, 4, 4, 3, ElemType::kS8}, {bad},
+                                       std::vector<float>(4, 1.f), std::vector<float>(4, 0.f), {}),
+               Error);
 }
 
 // Logits upsampled to the input size as the graph output: the plain-layout kernel writes the

@@ -1,0 +1,293 @@
+#include "engine/dilated_branches.h"
+
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+
+#include "common/error.h"
+#include "engine/cpu_features.h"
+
+namespace segslim::engine {
+
+namespace {
+
+constexpr int64_t kPixels = 16;   // output pixels of one channel per register (s32 lanes)
+constexpr int64_t kGroup = 4;     // input channels per lane and vpdpbusd
+constexpr int kMaxChannels = 24;  // output channels (accumulators) per kernel call
+
+// Channels [first, first + count) of a branch: one kernel call's accumulators.
+struct ChannelRun {
+  int64_t first, count;
+};
+
+// One branch as the kernel reads it.
+struct Packed {
+  int64_t out_channels = 0;
+  int64_t offset = 0;     // its first channel in the concatenation
+  int64_t previous = -1;  // the previous piece's first channel, or -1: no sum
+  // [tap][input group][out][kGroup]: the 4 bytes a channel's lanes multiply, broadcast
+  std::vector<int8_t> w;
+  std::vector<int32_t> compensation;  // [out]: 128 x the weight sum (s8 source), or 0
+  std::vector<float> alpha, beta;     // [out]
+  std::array<int64_t, 9> taps{};      // byte offset of each tap in the padded image
+  std::vector<ChannelRun> runs;       // the channels split evenly into calls
+};
+
+// The padded image is group-planar: row y holds, for each group of 4 input channels, the row's
+// pixels of 4 bytes, so that 16 consecutive pixels of a group are one 64-byte load.
+struct Layout {
+  int64_t groups, padded_w;  // bytes of a group's row: padded_w * kGroup
+};
+
+// OC channels of branch b from its channel `first`, at the 16 pixels from src (the padded
+// image at the first pixel, group 0), into plane (the concatenation's channels, each a row of
+// 16 floats). All OC accumulators stay in registers; per tap and group, one load of 16 pixels'
+// inputs serves all of them, and each channel's 4 weights come as vpdpbusd's broadcast memory
+// operand (no shuffle of its own).
+template <int OC>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void channels_at_16_pixels(
+    const uint8_t* src, const Layout& l, const Packed& b, int64_t first, float* plane) {
+  __m512i acc[OC];
+#pragma GCC unroll 24
+  for (int o = 0; o < OC; ++o) acc[o] = _mm512_setzero_si512();
+  const int64_t group_bytes = l.padded_w * kGroup, O = b.out_channels;
+  for (int t = 0; t < 9; ++t) {
+    const uint8_t* s = src + b.taps[t];
+    const int8_t* w = b.w.data() + (t * l.groups * O + first) * kGroup;
+    for (int64_t g = 0; g < l.groups; ++g, s += group_bytes, w += O * kGroup) {
+      const __m512i x = _mm512_loadu_si512(s);
+#pragma GCC unroll 24
+      for (int o = 0; o < OC; ++o) {
+        int32_t four;
+        std::memcpy(&four, w + o * kGroup, sizeof four);
+        acc[o] = _mm512_dpbusd_epi32(acc[o], x, _mm512_set1_epi32(four));
+      }
+    }
+  }
+#pragma GCC unroll 24
+  for (int o = 0; o < OC; ++o) {
+    const int64_t c = first + o;
+    // the real output as oneDNN's int8 convolution computes it: scale x (exact) sum + bias
+    __m512 f = _mm512_fmadd_ps(
+        _mm512_maskz_cvtepi32_ps(__mmask16(0xffff),
+                                 _mm512_sub_epi32(acc[o], _mm512_set1_epi32(b.compensation[c]))),
+        _mm512_set1_ps(b.alpha[c]), _mm512_set1_ps(b.beta[c]));
+    if (b.previous >= 0) f = _mm512_add_ps(f, _mm512_loadu_ps(plane + (b.previous + c) * kPixels));
+    _mm512_storeu_ps(plane + (b.offset + c) * kPixels, f);
+  }
+}
+
+using Kernel = void (*)(const uint8_t*, const Layout&, const Packed&, int64_t, float*);
+template <size_t... I>
+constexpr std::array<Kernel, sizeof...(I)> kernel_table(std::index_sequence<I...>) {
+  return {channels_at_16_pixels<static_cast<int>(I) + 1>...};
+}
+constexpr std::array<Kernel, kMaxChannels> kKernels =
+    kernel_table(std::make_index_sequence<kMaxChannels>());
+
+// Planes [c0, c0 + 16) (16 pixels each) as 16 pixels of channels c0.. in out (a pixel every
+// `stride` floats): a 16 x 16 transpose in registers; `pixels` and `channels` (<= 16) limit
+// what is stored.
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void planes_to_pixels(
+    const float* plane, int64_t pixels, int64_t channels, float* out, int64_t stride) {
+  // the maskz forms with every lane on: GCC 12 warns about the plain ones' undefined operand
+  const __mmask16 all = 0xffff;
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i)
+    r[i] = i < channels ? _mm512_loadu_ps(plane + i * kPixels) : _mm512_setzero_ps();
+  for (int i = 0; i < 16; i += 2) {  // pairs of rows interleaved
+    t[i] = _mm512_maskz_unpacklo_ps(all, r[i], r[i + 1]);
+    t[i + 1] = _mm512_maskz_unpackhi_ps(all, r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {  // quadruples: 4 rows' values at 4 columns per 128 bits
+    r[i] = _mm512_maskz_shuffle_ps(all, t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 1] = _mm512_maskz_shuffle_ps(all, t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[i + 2] = _mm512_maskz_shuffle_ps(all, t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 3] = _mm512_maskz_shuffle_ps(all, t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {  // 128-bit blocks: columns j and j + 8, then j + 4 and j + 12
+    t[i] = _mm512_maskz_shuffle_f32x4(all, r[i], r[i + 4], 0x88);
+    t[i + 4] = _mm512_maskz_shuffle_f32x4(all, r[i], r[i + 4], 0xdd);
+    t[i + 8] = _mm512_maskz_shuffle_f32x4(all, r[i + 8], r[i + 12], 0x88);
+    t[i + 12] = _mm512_maskz_shuffle_f32x4(all, r[i + 8], r[i + 12], 0xdd);
+  }
+  const __mmask16 m = channels >= 16 ? __mmask16(0xffff) : __mmask16((1u << channels) - 1);
+  for (int i = 0; i < 8; ++i) {  // t[i], t[i + 8]: rows 0-7 and 8-15 of columns i and i + 8
+    const __m512 lo = _mm512_maskz_shuffle_f32x4(all, t[i], t[i + 8], 0x88);
+    const __m512 hi = _mm512_maskz_shuffle_f32x4(all, t[i], t[i + 8], 0xdd);
+    if (i < pixels) _mm512_mask_storeu_ps(out + i * stride, m, lo);
+    if (i + 8 < pixels) _mm512_mask_storeu_ps(out + (i + 8) * stride, m, hi);
+  }
+}
+
+// A row of w pixels of c codes into the padded image's row (group-planar), each byte XOR flip
+// (0x80 turns s8 codes into u8 codes + 128): whole groups as 32-bit words, a last partial group
+// byte by byte (its padding bytes keep their initial zero code).
+void fill_row(const uint8_t* src, uint8_t* dst, int64_t w, int64_t c, const Layout& l,
+              uint8_t flip) {
+  const int64_t group_bytes = l.padded_w * kGroup, whole = c / kGroup;
+  const uint32_t flip4 = flip * 0x01010101u;
+  for (int64_t x = 0; x < w; ++x, src += c, dst += kGroup) {
+    for (int64_t g = 0; g < whole; ++g) {
+      uint32_t v;
+      std::memcpy(&v, src + g * kGroup, sizeof v);
+      v ^= flip4;
+      std::memcpy(dst + g * group_bytes, &v, sizeof v);
+    }
+    for (int64_t k = whole * kGroup; k < c; ++k)
+      dst[whole * group_bytes + k % kGroup] = src[k] ^ flip;
+  }
+}
+
+template <typename T>
+T* element(T* base, ElemType type, int64_t i) {
+  using Byte = std::conditional_t<std::is_const_v<T>, const char, char>;
+  return reinterpret_cast<T*>(reinterpret_cast<Byte*>(base) + i * (type == ElemType::kF32 ? 4 : 1));
+}
+
+}  // namespace
+
+bool dilated_branches_supported() { return use_avx512() && __builtin_cpu_supports("avx512vnni"); }
+
+struct DilatedBranches::Impl {
+  DilatedBranchesShape shape;
+  Layout layout{};
+  int64_t border = 0, channels = 0;
+  std::vector<Packed> branches;
+  ConcatAffineCoefficients coefficients;
+  std::unique_ptr<ConcatAffineRows> tail;
+  std::vector<uint8_t> padded;  // one image: (h + 2 border) rows of groups x padded_w x 4
+
+  Impl(const DilatedBranchesShape& s, const std::vector<float>& a, const std::vector<float>& b,
+       const std::vector<float>& slope)
+      : shape(s), coefficients(a, b, slope) {}
+
+  // The padded image at the input's pixel (y, 0), group 0.
+  uint8_t* row(int64_t y) {
+    return padded.data() + ((y + border) * layout.groups * layout.padded_w + border) * kGroup;
+  }
+};
+
+DilatedBranches::DilatedBranches(const DilatedBranchesShape& shape,
+                                 const std::vector<DilatedBranch>& branches,
+                                 const std::vector<float>& a, const std::vector<float>& b,
+                                 const std::vector<float>& slope)
+    : impl_(std::make_unique<Impl>(shape, a, b, slope)) {
+  Impl& k = *impl_;
+  const int64_t C = shape.in_channels;
+  SEGSLIM_CHECK(dilated_branches_supported(), "dilated_branches: this CPU has no AVX-512 VNNI");
+  SEGSLIM_CHECK(!branches.empty() && shape.n > 0 && shape.h > 0 && shape.w > 0 && C > 0,
+                "dilated_branches: ", branches.size(), " branches over ", shape.n, "x", shape.h,
+                "x", shape.w, "x", C, " input");
+  SEGSLIM_CHECK(shape.src_type != ElemType::kF32, "dilated_branches: the input must be int8 codes");
+  const bool s8 = shape.src_type == ElemType::kS8;
+  for (const auto& br : branches) k.border = std::max(k.border, br.dilation);
+  k.layout.groups = (C + kGroup - 1) / kGroup;
+  // whole blocks of 16 pixels: a row's last block reads past its end into the border
+  k.layout.padded_w = (shape.w + kPixels - 1) / kPixels * kPixels + 2 * k.border;
+  const int64_t row_bytes = k.layout.groups * k.layout.padded_w * kGroup;
+  for (size_t i = 0; i < branches.size(); ++i) {
+    const DilatedBranch& br = branches[i];
+    const int64_t O = br.out_channels;
+    SEGSLIM_CHECK(O > 0 && br.dilation >= 1, "dilated_branches: branch ", i, " has ", O,
+                  " output channels and dilation ", br.dilation);
+    SEGSLIM_CHECK(
+        static_cast<int64_t>(br.weights.size()) == O * C * 9 &&
+            static_cast<int64_t>(br.alpha.size()) == O && static_cast<int64_t>(br.beta.size()) == O,
+        "dilated_branches: branch ", i, " has ", br.weights.size(), " weights, ", br.alpha.size(),
+        " scales and ", br.beta.size(), " biases for ", O, "x", C, "x3x3");
+    SEGSLIM_CHECK(!br.add_previous || (i > 0 && branches[i - 1].out_channels == O),
+                  "dilated_branches: branch ", i, " adds a previous branch of another width");
+    Packed p;
+    p.out_channels = O;
+    p.offset = k.channels;
+    p.previous = br.add_previous ? k.branches.back().offset : -1;
+    p.w.assign(static_cast<size_t>(9 * k.layout.groups * O * kGroup), 0);
+    p.compensation.assign(static_cast<size_t>(O), 0);
+    for (int64_t o = 0; o < O; ++o) {
+      int32_t sum = 0;
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t t = 0; t < 9; ++t) {
+          const int8_t v = br.weights[static_cast<size_t>((o * C + c) * 9 + t)];
+          p.w[static_cast<size_t>(((t * k.layout.groups + c / kGroup) * O + o) * kGroup +
+                                  c % kGroup)] = v;
+          sum += v;
+        }
+      p.compensation[o] = s8 ? 128 * sum : 0;
+    }
+    p.alpha = br.alpha;
+    p.beta = br.beta;
+    for (int64_t t = 0; t < 9; ++t) {
+      const int64_t dy = (t / 3 - 1) * br.dilation, dx = (t % 3 - 1) * br.dilation;
+      p.taps[t] = dy * row_bytes + dx * kGroup;
+    }
+    const int64_t calls = (O + kMaxChannels - 1) / kMaxChannels;
+    for (int64_t j = 0, first = 0; j < calls; ++j) {
+      const int64_t count = O / calls + (j < O % calls ? 1 : 0);
+      p.runs.push_back({first, count});
+      first += count;
+    }
+    k.channels += O;
+    k.branches.push_back(std::move(p));
+  }
+  SEGSLIM_CHECK(k.channels == k.coefficients.channels, "dilated_branches: the branches make ",
+                k.channels, " channels, the tail's coefficients are for ", k.coefficients.channels);
+  k.padded.assign(static_cast<size_t>((shape.h + 2 * k.border) * row_bytes), s8 ? 0x80 : 0);
+  ConcatAffineArgs layout;
+  layout.pieces = {AffineInput{nullptr, ElemType::kF32, 1.f, k.channels}};
+  layout.coefficients = &k.coefficients;
+  k.tail = std::make_unique<ConcatAffineRows>(layout);
+}
+
+DilatedBranches::~DilatedBranches() = default;
+
+int64_t DilatedBranches::channels() const { return impl_->channels; }
+
+void DilatedBranches::run(const void* src, const AffineInput& residual,
+                          const std::vector<AffineOutput>& outs) {
+  Impl& k = *impl_;
+  const int64_t H = k.shape.h, W = k.shape.w, C = k.shape.in_channels, Ct = k.channels;
+  SEGSLIM_CHECK(!residual.data || residual.channels == Ct, "dilated_branches: the residual has ",
+                residual.channels, " channels, the output ", Ct);
+  const uint8_t flip = k.shape.src_type == ElemType::kS8 ? 0x80 : 0;
+  const int64_t planes = (Ct + 15) / 16 * 16;
+  for (int64_t i = 0; i < k.shape.n; ++i) {
+    const auto* image = static_cast<const uint8_t*>(src) + i * H * W * C;
+    at::parallel_for(0, H, 1, [&](int64_t y0, int64_t y1) {
+      for (int64_t y = y0; y < y1; ++y) fill_row(image + y * W * C, k.row(y), W, C, k.layout, flip);
+    });
+    at::parallel_for(0, H, 1, [&](int64_t y0, int64_t y1) {
+      // a row of the concatenation, channels-last; 16 pixels of it as planes of channels
+      std::vector<float> scratch(static_cast<size_t>(W * Ct));
+      std::vector<float> plane(static_cast<size_t>(planes * kPixels), 0.f);
+      ConcatAffineArgs args;
+      args.pieces = {AffineInput{scratch.data(), ElemType::kF32, 1.f, Ct}};
+      args.coefficients = &k.coefficients;
+      args.outs = outs;
+      args.residual = residual;
+      for (int64_t y = y0; y < y1; ++y) {
+        const int64_t first = (i * H + y) * W * Ct;  // the row's first element in the outputs
+        if (residual.data) args.residual.data = element(residual.data, residual.type, first);
+        for (size_t o = 0; o < outs.size(); ++o)
+          args.outs[o].data = element(outs[o].data, outs[o].type, first);
+        for (int64_t x0 = 0; x0 < W; x0 += kPixels) {
+          const uint8_t* s = k.row(y) + x0 * kGroup;
+          for (const Packed& b : k.branches)
+            for (const ChannelRun& r : b.runs)
+              kKernels[r.count - 1](s, k.layout, b, r.first, plane.data());
+          for (int64_t c0 = 0; c0 < Ct; c0 += 16)
+            planes_to_pixels(plane.data() + c0 * kPixels, std::min(kPixels, W - x0),
+                             std::min<int64_t>(16, Ct - c0), scratch.data() + x0 * Ct + c0, Ct);
+        }
+        k.tail->run(args, 0, W);
+      }
+    });
+  }
+}
+
+}  // namespace segslim::engine
