@@ -489,19 +489,10 @@ TrainConfig parse_train_section(const yaml::Source& src, const YAML::Node& node)
 }
 
 const std::vector<std::string>& quantize_op_type_names() {
-  static const std::vector<std::string> names = {"conv2d",
-                                                 "depthwise_conv2d",
-                                                 "conv2d_transpose",
-                                                 "mul",
-                                                 "matmul",
-                                                 "matmul_v2",
-                                                 "pool2d",
-                                                 "Conv",
-                                                 "ConvTranspose",
-                                                 "MatMul",
-                                                 "Gemm",
-                                                 "AveragePool",
-                                                 "MaxPool"};
+  static const std::vector<std::string> names = {
+      "conv2d", "depthwise_conv2d", "conv2d_transpose", "mul",  "matmul",        "matmul_v2",
+      "pool2d", "elementwise_add",  "concat",           "Conv", "ConvTranspose", "MatMul",
+      "Gemm",   "AveragePool",      "MaxPool",          "Add",  "Concat"};
   return names;
 }
 
@@ -516,6 +507,9 @@ std::vector<std::string> onnx_op_types_for(const std::string& name) {
   if (name == "pool2d") return {"AveragePool", "MaxPool"};
   if (name == "AveragePool" || name == "MaxPool") return {name};
   if (name == "Gemm") return {"Gemm"};
+  // Sums and concatenations: all their runtime inputs, each tensor's pair shared likewise.
+  if (name == "elementwise_add" || name == "Add") return {"Add"};
+  if (name == "concat" || name == "Concat") return {"Concat"};
   throw Error(str_cat("unknown quantize op type '", name, "'.",
                       suggestion(name, quantize_op_type_names()),
                       " Valid: ", join(quantize_op_type_names()), "."));

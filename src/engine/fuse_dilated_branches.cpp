@@ -20,7 +20,8 @@ int added(const Step& c) {
 // than 64 channels are left to oneDNN, whose lanes they fill anyway.
 bool is_branch(const Plan& p, const Step& c, int src) {
   if (c.kind != Step::kConv || c.deconv || !c.int8 || c.groups != 1 || c.w.dim() != 4 ||
-      c.w.size(2) != 3 || c.w.size(3) != 3 || c.w.size(0) > 64 || (src >= 0 && c.in[0] != src))
+      c.w.scalar_type() != at::kChar || c.w.size(2) != 3 || c.w.size(3) != 3 || c.w.size(0) > 64 ||
+      (src >= 0 && c.in[0] != src))
     return false;
   const int64_t d = c.dil.empty() ? 0 : c.dil[0];
   const std::vector<int64_t> dd{d, d};

@@ -144,6 +144,15 @@ QdqModel insert_qdq(const onnx::ModelProto& model, const QuantPolicy& policy) {
       use(graph->node(pit->second).input(0), pit->second, 0, false, -1);
       continue;
     }
+    // Elementwise sums and concatenations (PaddleSlim's elementwise_add, concat) have no
+    // weight: every runtime input is an activation, so an int8 runtime can add and concatenate
+    // int8 tensors (ESPNet's residuals and hierarchical sums).
+    if (node.op_type() == "Add" || node.op_type() == "Concat") {
+      for (int k = 0; k < node.input_size(); ++k)
+        if (!node.input(k).empty() && detail::find_initializer(*graph, node.input(k)) < 0)
+          use(node.input(k), i, k, false, -1);
+      continue;
+    }
     use(node.input(0), i, 0, false, -1);
     if (node.input_size() < 2) continue;
     const int w = detail::find_initializer(*graph, node.input(1));

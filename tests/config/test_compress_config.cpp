@@ -269,13 +269,19 @@ TEST(CompressConfig, OpTypeMapping) {
   EXPECT_HAS(e, "/cfg/act.yml:1");
   EXPECT_HAS(e, "QuantAware.quantize_op_types");
   EXPECT_HAS(e, "'elementwise_mul'");
+  EXPECT_HAS(e, "Did you mean 'elementwise_add'?");
   EXPECT_HAS(e,
-             "conv2d, depthwise_conv2d, conv2d_transpose, mul, matmul, matmul_v2, pool2d, Conv, "
-             "ConvTranspose, MatMul, Gemm, AveragePool, MaxPool");
+             "conv2d, depthwise_conv2d, conv2d_transpose, mul, matmul, matmul_v2, pool2d, "
+             "elementwise_add, concat, Conv, ConvTranspose, MatMul, Gemm, AveragePool, MaxPool, "
+             "Add, Concat");
   // Paddle's pool2d covers both ONNX poolings (activation input only).
   EXPECT_EQ(onnx_op_types_for("pool2d"), (std::vector<std::string>{"AveragePool", "MaxPool"}));
   EXPECT_EQ(parse("QuantAware: {quantize_op_types: [conv2d, pool2d]}").quant_aware->onnx_op_types,
             (std::vector<std::string>{"Conv", "AveragePool", "MaxPool"}));
+  // Sums and concatenations (all runtime inputs quantized)
+  EXPECT_EQ(parse("QuantAware: {quantize_op_types: [conv2d, elementwise_add, concat, Add]}")
+                .quant_aware->onnx_op_types,
+            (std::vector<std::string>{"Conv", "Add", "Concat"}));
 }
 
 TEST(CompressConfigErrors, UnknownKeyNamesPathAndValidKeysClosestFirst) {

@@ -21,6 +21,20 @@ double rel_l2(const at::Tensor& a, const at::Tensor& e) {
   return ((a - e).norm() / e.norm()).item<double>();
 }
 
+// Calibrated on x, q's fake-quant graph stays within 5% (relative L2) of fp32 without equalling
+// it, and its exported form (int8 weights) runs the same; returns the exported model.
+onnx::ModelProto expect_calibrated_and_exported(QdqModel& q, const onnx::ModelProto& fp32,
+                                                const at::Tensor& x) {
+  calibrate_abs_max(q, fp32, x);
+  const at::Tensor want = run_model(fp32, x);
+  const at::Tensor fake = run_model(q.model, x);
+  EXPECT_LT(rel_l2(fake, want), 0.05);
+  EXPECT_GT(rel_l2(fake, want), 0.0);
+  auto exported = passes::export_qdq(q.model);
+  EXPECT_TRUE(close_to_scale(run_model(exported, x), fake, 1e-5));
+  return exported;
+}
+
 TEST(InsertQdq, TinySegnetCountsNamesAndChecker) {
   const auto model = folded_tiny();
   const QdqModel q = passes::insert_qdq(model, {});
@@ -161,6 +175,43 @@ TEST(InsertQdq, ConcatInputsShareTheConcatsScale) {
   EXPECT_NE(find_init(q2.model, "y1_scale"), nullptr);
 }
 
+// Sums and concatenations quantized (QuantAware elementwise_add, concat): every runtime input
+// gets its tensor's pair (a constant addend stays float), shared with the tensor's other
+// quantized readers; the Concat's inputs take its scale where its output is quantized too
+// (read by the Add). Fake-quant stays close to FP32 and the exported model runs the same.
+TEST(InsertQdq, AddAndConcatInputsAreActivations) {
+  at::manual_seed(9);
+  GraphBuilder b;
+  b.init("w1", at::randn({4, 3, 3, 3}) * 0.3);
+  b.init("w2", at::randn({4, 4, 3, 3}) * 0.3);
+  b.init("bias", at::randn({1, 8, 1, 1}));
+  set_attr_ints(b.node("Conv", "c1", {"x", "w1"}, {"y1"}), "pads", {1, 1, 1, 1});
+  set_attr_ints(b.node("Conv", "c2", {"y1", "w2"}, {"y2"}), "pads", {1, 1, 1, 1});
+  b.node("Add", "sum", {"y1", "y2"}, {"s"});
+  set_attr_int(b.node("Concat", "cat", {"y2", "s"}, {"cat"}), "axis", 1);
+  b.node("Add", "res", {"cat", "bias"}, {"y"});
+  b.output("y");
+  QdqModel q = passes::insert_qdq(b.model, {{"Conv", "Add", "Concat"}});
+  std::set<std::string> acts;
+  for (const auto& a : q.activations) acts.insert(a.tensor);
+  // y2 and s share the Concat's output scale; the constant addend has no pair
+  EXPECT_EQ(acts, (std::set<std::string>{"x", "y1", "cat"}));
+  EXPECT_EQ(count_ops(q.model, "QuantizeLinear"), 7);  // x, y1, y2, s, cat and 2 weights
+  EXPECT_EQ(find_init(q.model, "bias_scale"), nullptr);
+  for (const auto& n : q.model.graph().node()) {
+    if (n.op_type() == "Add" && n.name() == "sum") {
+      EXPECT_EQ(n.input(0), "y1_dequantized");
+      EXPECT_EQ(n.input(1), "y2_dequantized");
+    }
+    if (n.op_type() == "Add" && n.name() == "res") {
+      EXPECT_EQ(n.input(0), "cat_dequantized");
+      EXPECT_EQ(n.input(1), "bias");
+    }
+  }
+  EXPECT_TRUE(passes_checker(q.model));
+  expect_calibrated_and_exported(q, b.model, at::randn({2, 3, 8, 9}));
+}
+
 // A linear layer exported as MatMul(x, Transpose(W)) and an attention-like product of two
 // runtime tensors: the Transpose folds into an initializer holding W^T, quantized per output
 // column (axis 1 of [K, N]); the runtime B is an activation with its own pair. The outputs stay
@@ -190,14 +241,7 @@ TEST(InsertQdq, MatmulWeightBehindTransposeAndRuntimeOperandsAreQuantized) {
   EXPECT_EQ(acts, (std::set<std::string>{"x", "y", "yt"}));
   EXPECT_EQ(count_ops(q.model, "QuantizeLinear"), 4);
   EXPECT_TRUE(passes_checker(q.model));
-  calibrate_abs_max(q, b.model, x);
-  const at::Tensor fp32 = run_model(b.model, x);
-  const at::Tensor fake = run_model(q.model, x);
-  EXPECT_LT(rel_l2(fake, fp32), 0.05);
-  EXPECT_GT(rel_l2(fake, fp32), 0.0);
-  const auto exported = passes::export_qdq(q.model);
-  EXPECT_EQ(count_ops(exported, "QuantizeLinear"), 3);
-  EXPECT_TRUE(close_to_scale(run_model(exported, x), fake, 1e-5));
+  EXPECT_EQ(count_ops(expect_calibrated_and_exported(q, b.model, x), "QuantizeLinear"), 3);
 }
 
 TEST(InsertQdq, RefusesOldOpsets) {
