@@ -47,8 +47,7 @@ struct Layout {
 // OC channels of branch b from its channel `first`, at the 16 pixels from src (the padded
 // image at the first pixel, group 0), into plane (the concatenation's channels, each a row of
 // 16 floats). All OC accumulators stay in registers; per tap and group, one load of 16 pixels'
-// inputs serves all of them, and each channel's 4 weights come as vpdpbusd's broadcast memory
-// operand (no shuffle of its own).
+// inputs serves all of them, each multiplied by a channel's 4 weights broadcast to all lanes.
 template <int OC>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void channels_at_16_pixels(
     const uint8_t* src, const Layout& l, const Packed& b, int64_t first, float* plane) {
