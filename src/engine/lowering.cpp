@@ -602,8 +602,24 @@ class Lowering {
     return t == dt::f32 ? ElemType::kF32 : t == dt::s8 ? ElemType::kS8 : ElemType::kU8;
   }
 
-  // A concat_affine step with its branches (fuse_dilated_branches, plan.h): DilatedBranches.
-  void dilated_block(Step& s, bool f32_read) {
+  // What a concat_affine step's tail reads as residual and writes: the values, and their
+  // descriptions (data null until a run binds the buffers into copies of them).
+  struct TailBinding {
+    int residual_val = -1;  // or -1: no residual
+    AffineInput residual;
+    std::vector<int> out_vals;
+    std::vector<AffineOutput> outs;
+    // This run's buffers into `r` and `o`, copies of residual and outs.
+    void bind(const Plan& plan, AffineInput& r, std::vector<AffineOutput>& o) const {
+      if (residual_val >= 0) r.data = plan.mems[residual_val].get_data_handle();
+      for (size_t i = 0; i < out_vals.size(); ++i)
+        o[i].data = plan.mems[out_vals[i]].get_data_handle();
+    }
+  };
+
+  // A concat_affine step with its branches (fuse_dilated_branches, plan.h): DilatedBranches
+  // from the branches' int8 input to the tail's outputs.
+  void dilated_block(Step& s, const TailBinding& tail) {
     const Step& first = p_.ir[s.branches[0]];
     const Val x = p_.vals[first.in[0]];
     const int src = ensure(first.in[0], memory::desc(mdims(x.dims), x.type, tag::acdb));
@@ -624,41 +640,26 @@ class Lowering {
       b.weights.assign(w.data_ptr<int8_t>(), w.data_ptr<int8_t>() + w.numel());
       b.alpha = conv.alpha;
       b.beta = conv.beta;
-      b.add_previous = !conv.post.empty();
+      b.add_previous = !conv.post.empty();  // a branch's only post-op: the previous piece's sum
       branches.push_back(std::move(b));
     }
-    const std::vector<int64_t> d = p_.vals[s.out].dims;
     struct Bound {
       std::unique_ptr<DilatedBranches> kernel;
+      TailBinding tail;
       AffineInput residual;
       std::vector<AffineOutput> outs;
-      std::vector<int> out_vals;
-      int residual_val = -1;
     };
-    auto b = std::make_shared<Bound>();
-    b->kernel = std::make_unique<DilatedBranches>(shape, branches, s.affine_a, s.affine_c, s.slope);
+    auto b = std::make_shared<Bound>(
+        Bound{std::make_unique<DilatedBranches>(shape, branches, s.affine_a, s.affine_c, s.slope),
+              tail, tail.residual, tail.outs});
     Exec e;
     e.reads = {src};
-    if (s.residual >= 0) {
-      const Val& r = p_.vals[s.residual];
-      b->residual_val = ensure(s.residual, memory::desc(mdims(r.dims), r.type, tag::acdb));
-      b->residual = {nullptr, elem_type(r.type), r.type == dt::f32 ? 1.f : r.scale, r.dims[1]};
-      e.reads.push_back(b->residual_val);
-    }
-    if (f32_read) b->out_vals.push_back(s.out);
-    for (int q : s.qouts) b->out_vals.push_back(q);
-    for (int v : b->out_vals) {
-      const Val& o = p_.vals[v];
-      set_md(v, memory::desc(mdims(d), o.type, tag::acdb));
-      b->outs.push_back({nullptr, elem_type(o.type), o.type == dt::f32 ? 1.f : o.scale});
-    }
-    e.writes = b->out_vals;
+    if (tail.residual_val >= 0) e.reads.push_back(tail.residual_val);
+    e.writes = tail.out_vals;
     Plan* plan = &p_;
     e.custom = [plan, b, src] {
-      auto data = [&](int v) { return plan->mems[v].get_data_handle(); };
-      if (b->residual_val >= 0) b->residual.data = data(b->residual_val);
-      for (size_t i = 0; i < b->out_vals.size(); ++i) b->outs[i].data = data(b->out_vals[i]);
-      b->kernel->run(data(src), b->residual, b->outs);
+      b->tail.bind(*plan, b->residual, b->outs);
+      b->kernel->run(plan->mems[src].get_data_handle(), b->residual, b->outs);
     };
     p_.int8_steps += static_cast<int>(s.branches.size());
     push(std::move(e), s, str_cat(s.branches.size(), " int8 3x3 convs, one pass nhwc vnni"));
@@ -671,7 +672,6 @@ class Lowering {
     const bool in_ir = &s >= p_.ir.data() && &s < p_.ir.data() + p_.ir.size();
     const bool f32_read =
         in_ir ? read_after(s.out, static_cast<size_t>(&s - p_.ir.data())) : s.qouts.empty();
-    if (!s.branches.empty()) return dilated_block(s, f32_read);
     const std::vector<int64_t> d = p_.vals[s.out].dims;
     auto nhwc = [&](int v) {
       return ensure(v, memory::desc(mdims(p_.vals[v].dims), p_.vals[v].type, tag::acdb));
@@ -680,43 +680,46 @@ class Lowering {
       const Val& x = p_.vals[v];
       return AffineInput{nullptr, elem_type(x.type), x.type == dt::f32 ? 1.f : x.scale, x.dims[1]};
     };
+    TailBinding tail;
+    if (s.residual >= 0) {
+      tail.residual_val = nhwc(s.residual);
+      tail.residual = input(tail.residual_val);
+    }
+    if (f32_read) tail.out_vals.push_back(s.out);
+    for (int q : s.qouts) tail.out_vals.push_back(q);
+    for (int v : tail.out_vals) {
+      set_md(v, memory::desc(mdims(d), p_.vals[v].type, tag::acdb));
+      const AffineInput o = input(v);
+      tail.outs.push_back({nullptr, o.type, o.scale});
+    }
+    if (!s.branches.empty()) return dilated_block(s, tail);
     // Built once: the arguments, their buffers bound per run (which values feed them: vals).
     struct Bound {
       ConcatAffineCoefficients coefficients;
       ConcatAffineArgs args;
-      std::vector<int> piece_vals, out_vals;
-      int residual_val = -1;
+      std::vector<int> piece_vals;
+      TailBinding tail;
     };
-    auto b = std::make_shared<Bound>(
-        Bound{ConcatAffineCoefficients(s.affine_a, s.affine_c, s.slope), {}, {}, {}, -1});
+    ConcatAffineArgs args;
+    args.residual = tail.residual;
+    args.outs = tail.outs;
+    args.pixels = d[0] * d[2] * d[3];
+    auto b = std::make_shared<Bound>(Bound{
+        ConcatAffineCoefficients(s.affine_a, s.affine_c, s.slope), std::move(args), {}, tail});
     b->args.coefficients = &b->coefficients;
-    b->args.pixels = d[0] * d[2] * d[3];
     Exec e;
     for (int v : s.in) {
       b->piece_vals.push_back(nhwc(v));
       b->args.pieces.push_back(input(b->piece_vals.back()));
     }
-    if (s.residual >= 0) {
-      b->residual_val = nhwc(s.residual);
-      b->args.residual = input(b->residual_val);
-    }
-    if (f32_read) b->out_vals.push_back(s.out);
-    for (int q : s.qouts) b->out_vals.push_back(q);
-    for (int v : b->out_vals) {
-      set_md(v, memory::desc(mdims(d), p_.vals[v].type, tag::acdb));
-      const AffineInput o = input(v);
-      b->args.outs.push_back({nullptr, o.type, o.scale});
-    }
     e.reads = b->piece_vals;
-    if (b->residual_val >= 0) e.reads.push_back(b->residual_val);
-    e.writes = b->out_vals;
+    if (tail.residual_val >= 0) e.reads.push_back(tail.residual_val);
+    e.writes = tail.out_vals;
     Plan* plan = &p_;
     e.custom = [plan, b] {
-      auto data = [&](int v) { return plan->mems[v].get_data_handle(); };
       for (size_t i = 0; i < b->piece_vals.size(); ++i)
-        b->args.pieces[i].data = data(b->piece_vals[i]);
-      if (b->residual_val >= 0) b->args.residual.data = data(b->residual_val);
-      for (size_t i = 0; i < b->out_vals.size(); ++i) b->args.outs[i].data = data(b->out_vals[i]);
+        b->args.pieces[i].data = plan->mems[b->piece_vals[i]].get_data_handle();
+      b->tail.bind(*plan, b->args.residual, b->args.outs);
       concat_affine_nhwc(b->args);
     };
     push(std::move(e), s, "one pass nhwc");
