@@ -129,6 +129,7 @@ CompressSummary run_compress(const CompressRequest& req, dist::Group& group) {
   policy.not_quant_patterns = qa.not_quant_pattern;
   policy.skip_first_last = qa.skip_first_last;
   policy.activation_unsigned = qa.activation_dtype == "uint8";
+  policy.sum_inputs_shared_only = qa.add_concat_inputs == "shared";
   int folded_count = 0;
   w.folded = qa.freeze_bn ? passes::fold_batchnorm(w.fp32, &folded_count) : w.fp32;
   const passes::QdqModel qdq = passes::insert_qdq(w.folded, policy);

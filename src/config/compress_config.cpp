@@ -11,6 +11,7 @@
 #include "common/strings.h"
 #include "config/train_section.h"
 #include "config/yaml_reader.h"
+#include "passes/name_pattern.h"
 
 namespace segslim {
 
@@ -190,11 +191,11 @@ DistillationConfig parse_distillation(const Ctx& ctx, const YAML::Node& node) {
 
 QuantAwareConfig parse_quant_aware(const Ctx& ctx, const YAML::Node& node) {
   check_map(ctx, node, "QuantAware");
-  check_keys(
-      ctx, node, "QuantAware",
-      {"quantize_op_types", "weight_bits", "activation_bits", "weight_quantize_type",
-       "activation_quantize_type", "moving_rate", "not_quant_pattern", "use_pact", "onnx_format",
-       "dtype", "use_learnable_scale", "skip_first_last", "activation_dtype", "freeze_bn"});
+  check_keys(ctx, node, "QuantAware",
+             {"quantize_op_types", "weight_bits", "activation_bits", "weight_quantize_type",
+              "activation_quantize_type", "moving_rate", "not_quant_pattern", "use_pact",
+              "onnx_format", "dtype", "use_learnable_scale", "skip_first_last", "activation_dtype",
+              "freeze_bn", "add_concat_inputs"});
   Section s{ctx, node, "QuantAware"};
   QuantAwareConfig q;
   if (s.has("quantize_op_types")) {
@@ -227,9 +228,15 @@ QuantAwareConfig parse_quant_aware(const Ctx& ctx, const YAML::Node& node) {
   s.choice("activation_quantize_type", q.activation_quantize_type, kActQuantTypes);
   s.num("moving_rate", q.moving_rate);
   s.require("moving_rate", q.moving_rate >= 0 && q.moving_rate < 1, "a number in [0, 1)");
-  if (s.has("not_quant_pattern"))
-    q.not_quant_pattern = get_list<std::string>(ctx, s.at("not_quant_pattern"),
-                                                s.key("not_quant_pattern"), "strings", true);
+  if (s.has("not_quant_pattern")) {
+    const YAML::Node list = s.at("not_quant_pattern");
+    q.not_quant_pattern =
+        get_list<std::string>(ctx, list, s.key("not_quant_pattern"), "strings", true);
+    for (size_t i = 0; i < q.not_quant_pattern.size(); ++i)
+      passes::check_name_pattern(q.not_quant_pattern[i],
+                                 str_cat(ctx.where(list.IsSequence() ? list[i] : list), ": '",
+                                         s.key("not_quant_pattern"), "'"));
+  }
   bool use_pact = false;
   s.boolean("use_pact", use_pact);
   // PACT clips activations with a trained threshold; LSQ's learnable scale plays the same role
@@ -243,6 +250,7 @@ QuantAwareConfig parse_quant_aware(const Ctx& ctx, const YAML::Node& node) {
   s.boolean("use_learnable_scale", q.use_learnable_scale);
   s.boolean("skip_first_last", q.skip_first_last);
   s.choice("activation_dtype", q.activation_dtype, {"int8", "uint8"});
+  s.choice("add_concat_inputs", q.add_concat_inputs, {"all", "shared"});
   s.boolean("freeze_bn", q.freeze_bn);
   return q;
 }

@@ -69,6 +69,9 @@ struct QuantAwareConfig {
   bool use_learnable_scale = false;  // LSQ: activation scales are trained
   bool skip_first_last = false;
   std::string activation_dtype = "int8";  // int8 (symmetric) | uint8 (asymmetric)
+  // Which runtime inputs of quantized Add / Concat nodes get Q/DQ: all | shared (only tensors
+  // another quantized consumer quantizes anyway: passes::QuantPolicy::sum_inputs_shared_only)
+  std::string add_concat_inputs = "all";
   bool freeze_bn = true;
 };
 

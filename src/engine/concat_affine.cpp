@@ -40,6 +40,14 @@ SEGSLIM_INLINE void read(const AffineInput& in, int64_t at, float* x, int64_t n)
       return read<kAdd>(static_cast<const uint8_t*>(in.data) + at, in.scale, x, n);
   }
 }
+// x = fake_quant(x) at scale q.scale in q.type's range (ConcatQuant).
+SEGSLIM_INLINE void fake_quantize(const ConcatQuant& q, float* __restrict x, int64_t n) {
+  const float inv = 1.f / q.scale, scale = q.scale;
+  const float lo = q.type == ElemType::kU8 ? 0.f : -128.f;
+  const float hi = q.type == ElemType::kU8 ? 255.f : 127.f;
+  for (int64_t c = 0; c < n; ++c)
+    x[c] = std::nearbyint(std::min(std::max(x[c] * inv, lo), hi)) * scale;
+}
 SEGSLIM_INLINE void affine(const float* __restrict a, const float* __restrict b,
                            float* __restrict x, int64_t n) {
   for (int64_t c = 0; c < n; ++c) x[c] = a[c] * x[c] + b[c];
@@ -87,6 +95,7 @@ __attribute__((target_clones("avx2", "default"))) void run_pixels_plain(
     const int64_t n = std::min(k.tile_pixels, end - t0) * C;  // elements in this tile
     float* x = f32_out ? static_cast<float*>(f32_out->data) + t0 * C : scratch;
     read_tile_plain(args, t0, n / C, x);
+    if (k.concat_quant.scale > 0.f) fake_quantize(k.concat_quant, x, n);
     if (args.residual.data) read<true>(args.residual, t0 * C, x, n);
     if (!k.slope.empty()) {
       affine_prelu(k.a.data(), k.b.data(), k.slope.data(), x, n);
@@ -172,6 +181,12 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void run_pixels_avx512(
   std::vector<Out> outs;
   for (const auto& o : args.outs) outs.push_back({o.data, o.type, 1.f / o.scale});
   const __m512 zero = _mm512_setzero_ps();
+  const bool quantize_concat = k.concat_quant.scale > 0.f;
+  const bool concat_u8 = k.concat_quant.type == ElemType::kU8;
+  const __m512 concat_inv = _mm512_set1_ps(quantize_concat ? 1.f / k.concat_quant.scale : 0.f);
+  const __m512 concat_scale = _mm512_set1_ps(k.concat_quant.scale);
+  const __m512 concat_lo = _mm512_set1_ps(concat_u8 ? 0.f : -128.f);
+  const __m512 concat_hi = _mm512_set1_ps(concat_u8 ? 255.f : 127.f);
   constexpr int64_t kTile = 32;  // pixels: all their channels stay in L1 between chunks
   for (int64_t t0 = begin; t0 < end; t0 += kTile) {
     const int64_t t1 = std::min(t0 + kTile, end);
@@ -190,6 +205,14 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void run_pixels_avx512(
           const AffineInput& piece = args.pieces[s->piece];
           x = _mm512_mask_mov_ps(x, s->mask,
                                  load16(piece, px * piece.channels + s->offset, s->mask));
+        }
+        if (quantize_concat) {
+          const __m512 q = _mm512_maskz_min_ps(
+              m, _mm512_maskz_max_ps(m, _mm512_maskz_mul_ps(m, x, concat_inv), concat_lo),
+              concat_hi);
+          x = _mm512_maskz_mul_ps(
+              m, _mm512_maskz_roundscale_ps(m, q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+              concat_scale);
         }
         if (residual) x = _mm512_add_ps(x, load16(*residual, at, m));
         __m512 y = _mm512_fmadd_ps(a, x, b);
@@ -231,9 +254,15 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void run_pixels_avx512(
 
 ConcatAffineCoefficients::ConcatAffineCoefficients(const std::vector<float>& a_c,
                                                    const std::vector<float>& b_c,
-                                                   const std::vector<float>& slope_c)
+                                                   const std::vector<float>& slope_c,
+                                                   ConcatQuant quant)
     : channels(static_cast<int64_t>(a_c.size())),
-      tile_pixels(std::max<int64_t>(1, 2048 / std::max<int64_t>(channels, 1))) {
+      tile_pixels(std::max<int64_t>(1, 2048 / std::max<int64_t>(channels, 1))),
+      concat_quant(quant) {
+  SEGSLIM_CHECK(quant.scale >= 0.f && quant.type != ElemType::kF32,
+                "concat_affine: the concatenation's quantization needs a scale >= 0 (0: none) "
+                "and an int8 type, not scale ",
+                quant.scale);
   SEGSLIM_CHECK(
       channels > 0 && b_c.size() == a_c.size() && (slope_c.empty() || slope_c.size() == a_c.size()),
       "concat_affine: coefficients for ", a_c.size(), " channels, ", b_c.size(), " offsets and ",

@@ -1,6 +1,6 @@
 #pragma once
 // One pass over a channels-last feature map for the tail of ESPNet's blocks:
-//   x = Concat(pieces along C) [+ residual];  y = a_c * x + b_c  (a BatchNormalization);
+//   x = Concat(pieces along C) [quantized] [+ residual];  y = a_c * x + b_c  (BatchNormalization);
 //   y = y >= 0 ? y : slope_c * y  (PRelu; ReLU is slope 0; optional)
 // written as float and/or quantized (QuantizeLinear, zero point 0) at up to a few scales.
 // As separate steps this is a concat, an add, a depthwise 1x1, a prelu and a quantize: five
@@ -38,11 +38,20 @@ struct AffineOutput {
 // over a tile of pixels whose rows are contiguous in every full-width tensor, so the affine,
 // activation and stores run as long flat loops even where a pixel has only a few channels
 // (ESPNet's first BR module has 19); the AVX-512 one reads the first copy.
+// The concatenation fake-quantized before the residual is added: x = scale *
+// saturate(round_half_even(x / scale)) in type's range, zero point 0 (a QDQ model that
+// quantizes its residual Add's inputs: an int8 runtime adds int8 tensors). Scale 0: not.
+struct ConcatQuant {
+  float scale = 0.f;
+  ElemType type = ElemType::kS8;
+};
+
 struct ConcatAffineCoefficients {
   ConcatAffineCoefficients(const std::vector<float>& a, const std::vector<float>& b,
-                           const std::vector<float>& slope);
+                           const std::vector<float>& slope, ConcatQuant concat_quant = {});
   int64_t channels, tile_pixels;
   std::vector<float> a, b, slope;  // tiled: tile_pixels copies of each
+  ConcatQuant concat_quant;
 };
 
 struct ConcatAffineArgs {

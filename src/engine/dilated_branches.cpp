@@ -163,8 +163,8 @@ struct DilatedBranches::Impl {
   std::vector<uint8_t> padded;  // one image: (h + 2 border) rows of groups x padded_w x 4
 
   Impl(const DilatedBranchesShape& s, const std::vector<float>& a, const std::vector<float>& b,
-       const std::vector<float>& slope)
-      : shape(s), coefficients(a, b, slope) {}
+       const std::vector<float>& slope, ConcatQuant concat_quant)
+      : shape(s), coefficients(a, b, slope, concat_quant) {}
 
   // The padded image at the input's pixel (y, 0), group 0.
   uint8_t* row(int64_t y) {
@@ -175,8 +175,8 @@ struct DilatedBranches::Impl {
 DilatedBranches::DilatedBranches(const DilatedBranchesShape& shape,
                                  const std::vector<DilatedBranch>& branches,
                                  const std::vector<float>& a, const std::vector<float>& b,
-                                 const std::vector<float>& slope)
-    : impl_(std::make_unique<Impl>(shape, a, b, slope)) {
+                                 const std::vector<float>& slope, ConcatQuant concat_quant)
+    : impl_(std::make_unique<Impl>(shape, a, b, slope, concat_quant)) {
   Impl& k = *impl_;
   const int64_t C = shape.in_channels;
   SEGSLIM_CHECK(dilated_branches_supported(), "dilated_branches: this CPU has no AVX-512 VNNI");

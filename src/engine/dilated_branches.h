@@ -4,7 +4,7 @@
 // optionally adding the previous branch's output (the hierarchical sums), concatenated, then
 // concat_affine's tail (residual, BatchNormalization, PRelu, float and int8 outputs):
 //   piece_k = alpha_k * conv_k(x) + beta_k [+ piece_{k-1}]
-//   y = act(a * (concat(pieces) [+ residual]) + b)
+//   y = act(a * (concat(pieces) [quantized] [+ residual]) + b)
 // As separate steps each branch writes a float map that the next branch's sum and the tail
 // read back, and oneDNN 2.6's int8 convolutions put output channels in the vector lanes, so
 // ESPNet's 12- and 25-channel branches fill 12 or 25 of 16 or 32 lanes. Here:
@@ -46,10 +46,10 @@ bool dilated_branches_supported();
 class DilatedBranches {
  public:
   // a, b, slope: the tail's per-channel coefficients over the concatenation (slope empty: no
-  // activation).
+  // activation); concat_quant: the concatenation's quantization before the residual.
   DilatedBranches(const DilatedBranchesShape& shape, const std::vector<DilatedBranch>& branches,
                   const std::vector<float>& a, const std::vector<float>& b,
-                  const std::vector<float>& slope);
+                  const std::vector<float>& slope, ConcatQuant concat_quant = {});
   ~DilatedBranches();
   int64_t channels() const;  // of the concatenation (the output)
 

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <set>
 #include <sstream>
 #include <unordered_set>
 
@@ -533,6 +534,17 @@ class Builder {
         return;
       }
     }
+    // after a concatenation's int8 residual sum (concat_add): composed
+    if (Step* t = sole_producer(n.input(0), Step::kConcatAffine);
+        t && t->slope.empty() && t->qouts.empty()) {
+      for (size_t i = 0; i < a.size(); ++i) {
+        t->affine_c[i] = a[i] * t->affine_c[i] + c[i];
+        t->affine_a[i] *= a[i];
+      }
+      t->tags.push_back("+bn");
+      rename(*t, n.output(0));
+      return;
+    }
     if (concat_affine(n, a, c)) return;
     // Standalone: a depthwise 1x1 convolution with weight a_c and bias c_c, so activations
     // and residual adds after it fuse like after any conv.
@@ -734,6 +746,7 @@ class Builder {
     }
     if ((t == "Mul" || t == "Div") && scaled_matmul(n)) return;
     if (t == "Add" && !c0 && !c1 && attention_blend(n)) return;
+    if (t == "Add" && !c0 && !c1 && concat_add(n)) return;
     Step s;
     s.kind = Step::kBinary;
     s.op = t;
@@ -902,6 +915,13 @@ class Builder {
     if (!int8_enabled("Concat")) return false;
     const onnx::NodeProto* q = q_consumer(n.output(0));
     if (!q) return false;
+    // Q -> DQ -> Add only: the Add's concat_affine step quantizes the float pieces in its pass
+    // (concat_add), with no int8 concatenation in memory
+    if (const onnx::NodeProto* dq = sole_consumer(q->output(0));
+        dq && dq->op_type() == "DequantizeLinear" && int8_enabled("Add")) {
+      const onnx::NodeProto* add = sole_consumer(dq->output(0));
+      if (add && add->op_type() == "Add") return false;
+    }
     const at::Tensor z = q->input_size() > 2 ? cst(q->input(2)) : at::Tensor();
     if (z.defined() && z.item<int>() != 0) return false;
     const float scale = cst(q->input(1)).item<float>();
@@ -1337,11 +1357,17 @@ class Builder {
       if (add->in[1 - k] != cat->out || p_.vals[add->in[k]].dims != d) return false;
       residual = add->in[k];
     }
+    // int8 pieces and residual read as int8 (a QDQ model quantizing Concat and Add inputs)
+    const std::set<int> replaced{static_cast<int>(cat - p_.ir.data()),
+                                 add ? static_cast<int>(add - p_.ir.data()) : -1};
+    std::vector<int> pieces = cat->in;
+    for (int& v : pieces) v = int8_source(v, replaced);
+    if (residual >= 0) residual = int8_source(residual, replaced);
     Step f;
     f.kind = Step::kConcatAffine;
     f.op = "ConcatAffine";
     f.name = node_name(n);
-    f.in = cat->in;
+    f.in = pieces;
     f.residual = residual;
     f.affine_a = a;
     f.affine_c = c;
@@ -1353,6 +1379,104 @@ class Builder {
     producer_[host.out] = static_cast<int>(&host - p_.ir.data());
     rt_[n.output(0)].val = host.out;
     return true;
+  }
+
+  // Add(concatenation, residual) where the residual is int8 (the DQ of an int8 value) or the
+  // concatenation is quantized (DQ(Q(Concat))), and only this Add reads the concatenation: a
+  // QDQ model that quantizes its residual sums (configs/compress/espnet_camvid_qat_res.yml).
+  // One concat_affine step (identity affine, into which the BatchNormalization and the PRelu
+  // after it fold) quantizes the concatenation in its pass where the model does
+  // (Step::concat_q_scale) and adds the residual, read as int8 where it is: no float
+  // concatenation, no float residual. (Both float: concat_affine at the BatchNormalization.)
+  bool concat_add(const onnx::NodeProto& n) {
+    if (!int8_enabled("Add")) return false;
+    for (int k = 0; k < 2; ++k) {
+      // the concatenation, directly or through Q -> DQ (each read only by the next)
+      std::string cat_name = n.input(k);
+      const onnx::NodeProto* dq = onnx_producer(cat_name);
+      const onnx::NodeProto* q = nullptr;
+      if (!single_use(cat_name) || !dq) continue;
+      if (dq->op_type() == "DequantizeLinear") {
+        q = onnx_producer(dq->input(0));
+        if (!q || q->op_type() != "QuantizeLinear" || !single_use(dq->input(0))) continue;
+        cat_name = q->input(0);
+      }
+      const onnx::NodeProto* cat_node = onnx_producer(cat_name);
+      if (!cat_node || cat_node->op_type() != "Concat" || !single_use(cat_name)) continue;
+      const Step* cat_step = sole_producer(cat_name, Step::kConcat);
+      if (!cat_step || cat_step->axis != 1) continue;
+      // indices: f32() below may add a step and move p_.ir
+      const int ci = static_cast<int>(cat_step - p_.ir.data());
+      int qi = -1;
+      if (q) {
+        const Ref r = rt_[n.input(k)];
+        if (r.val >= 0 || r.qval < 0 || r.zp != 0 || producer_[r.qval] < 0) continue;
+        qi = producer_[r.qval];
+        const Step& q_step = p_.ir[qi];
+        if (q_step.kind != Step::kQuant || q_step.out != r.qval || q_step.in[0] != cat_step->out ||
+            q_step.zp != 0 || q_step.scale != r.scale)
+          continue;
+      }
+      const std::vector<int64_t> d = p_.vals[cat_step->out].dims;
+      auto ot = rt_.find(n.input(1 - k));
+      if (d.size() != 4 || ot == rt_.end()) continue;
+      // the residual: its int8 value when it is a DQ at that value's scale, else float
+      const Ref o = ot->second;
+      const bool int8_residual =
+          o.val < 0 && o.qval >= 0 && !o.is_q && o.zp == 0 && p_.vals[o.qval].scale == o.scale;
+      if (!q && !int8_residual) continue;
+      if (!int8_residual && (o.val >= 0 ? p_.vals[o.val].dims : dims_of(n.input(1 - k))) != d)
+        continue;
+      if (int8_residual && p_.vals[o.qval].dims != d) continue;
+      const int residual = int8_residual ? o.qval : f32(n.input(1 - k));
+      Step& cat = p_.ir[ci];
+      Step f;
+      f.kind = Step::kConcatAffine;
+      f.op = "ConcatAffine";
+      f.name = node_name(n);
+      f.in = cat.in;
+      f.residual = residual;
+      f.affine_a.assign(static_cast<size_t>(d[1]), 1.f);
+      f.affine_c.assign(static_cast<size_t>(d[1]), 0.f);
+      f.tags = {str_cat("concat of ", cat.in.size())};
+      if (q) {
+        Step& quant = p_.ir[qi];
+        f.concat_q_scale = quant.scale;
+        f.concat_q_type = p_.vals[quant.out].type;
+        f.tags.push_back(f.concat_q_type == dt::u8 ? "->u8" : "->s8");
+        quant.removed = true;
+      }
+      f.tags.push_back(int8_residual ? "+int8 residual" : "+residual");
+      f.out = new_val(n.output(0), d);
+      cat.removed = true;
+      add_step(std::move(f));
+      rt_[n.output(0)].val = p_.ir.back().out;
+      return true;
+    }
+    return false;
+  }
+
+  // The int8 value that float value v dequantizes, where v comes from a DequantizeLinear step
+  // (zero point 0, the int8 value's own scale) that no step but those in `readers` reads: that
+  // step is removed and v's name forgets it (a later reader dequantizes anew). Else v.
+  int int8_source(int v, const std::set<int>& readers) {
+    const int di = producer_[v];
+    if (di < 0) return v;
+    const Step& dq = p_.ir[di];
+    if (dq.removed || dq.kind != Step::kDequant || dq.out != v || dq.zp != 0 ||
+        p_.vals[dq.in[0]].scale != dq.scale || v == p_.output_val)
+      return v;
+    for (size_t k = 0; k < p_.ir.size(); ++k) {
+      const Step& t = p_.ir[k];
+      if (t.removed || readers.count(static_cast<int>(k))) continue;
+      bool reads = t.residual == v || std::count(t.in.begin(), t.in.end(), v) > 0;
+      for (const auto& po : t.post) reads = reads || (po.kind == PostOp::kAdd && po.val == v);
+      if (reads) return v;
+    }
+    auto it = rt_.find(p_.vals[v].name);
+    if (it != rt_.end() && it->second.val == v) it->second.val = -1;
+    p_.ir[di].removed = true;
+    return p_.ir[di].in[0];
   }
 
   // The quantized output (zero point 0, `type` at `scale`) of the concat_affine step writing

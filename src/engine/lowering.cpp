@@ -602,6 +602,10 @@ class Lowering {
     return t == dt::f32 ? ElemType::kF32 : t == dt::s8 ? ElemType::kS8 : ElemType::kU8;
   }
 
+  static ConcatQuant concat_quant(const Step& s) {
+    return {s.concat_q_scale, elem_type(s.concat_q_type)};
+  }
+
   // What a concat_affine step's tail reads as residual and writes: the values, and their
   // descriptions (data null until a run binds the buffers into copies of them).
   struct TailBinding {
@@ -650,7 +654,8 @@ class Lowering {
       std::vector<AffineOutput> outs;
     };
     auto b = std::make_shared<Bound>(
-        Bound{std::make_unique<DilatedBranches>(shape, branches, s.affine_a, s.affine_c, s.slope),
+        Bound{std::make_unique<DilatedBranches>(shape, branches, s.affine_a, s.affine_c, s.slope,
+                                                concat_quant(s)),
               tail, tail.residual, tail.outs});
     Exec e;
     e.reads = {src};
@@ -704,8 +709,11 @@ class Lowering {
     args.residual = tail.residual;
     args.outs = tail.outs;
     args.pixels = d[0] * d[2] * d[3];
-    auto b = std::make_shared<Bound>(Bound{
-        ConcatAffineCoefficients(s.affine_a, s.affine_c, s.slope), std::move(args), {}, tail});
+    auto b = std::make_shared<Bound>(
+        Bound{ConcatAffineCoefficients(s.affine_a, s.affine_c, s.slope, concat_quant(s)),
+              std::move(args),
+              {},
+              tail});
     b->args.coefficients = &b->coefficients;
     Exec e;
     for (int v : s.in) {

@@ -146,6 +146,10 @@ struct Step {
   // none); the quantized outputs are int8 values, each with its own scale
   int residual = -1;                      // value added to the concatenation, or -1
   std::vector<float> affine_a, affine_c;  // y = a_c * x + c_c
+  // the concatenation quantized (zero point 0, this type's range) before the residual is
+  // added; 0: not (ConcatQuant in concat_affine.h)
+  float concat_q_scale = 0;
+  dt concat_q_type = dt::s8;
   std::vector<int> qouts;
   // the int8 3x3 convolutions making the pieces, fused in (ir indices, one per piece; empty:
   // the pieces are values of their own): fuse_dilated_branches

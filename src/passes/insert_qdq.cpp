@@ -8,6 +8,7 @@
 #include "graph/tensor_proto.h"
 #include "ops/registry.h"
 #include "passes/graph_util.h"
+#include "passes/name_pattern.h"
 #include "passes/weight_scales.h"
 
 namespace segslim::passes {
@@ -102,7 +103,7 @@ QdqModel insert_qdq(const onnx::ModelProto& model, const QuantPolicy& policy) {
     const std::string& name = graph->node(typed[k]).name();
     bool excluded = false;
     for (const auto& p : policy.not_quant_patterns)
-      excluded = excluded || (!p.empty() && name.find(p) != std::string::npos);
+      excluded = excluded || name_matches_pattern(name, p);
     if (!excluded) selected.push_back(typed[k]);
   }
 
@@ -131,6 +132,7 @@ QdqModel insert_qdq(const onnx::ModelProto& model, const QuantPolicy& policy) {
   std::map<std::string, int> producer;
   for (int i = 0; i < graph->node_size(); ++i)
     for (const auto& o : graph->node(i).output()) producer[o] = i;
+  std::vector<std::pair<int, int>> shared_only;  // (node, input): QuantPolicy::sum_inputs_...
   for (int i : selected) {
     const onnx::NodeProto& node = graph->node(i);
     if (node.input_size() < 1 || node.input(0).empty()) continue;
@@ -149,8 +151,13 @@ QdqModel insert_qdq(const onnx::ModelProto& model, const QuantPolicy& policy) {
     // int8 tensors (ESPNet's residuals and hierarchical sums).
     if (node.op_type() == "Add" || node.op_type() == "Concat") {
       for (int k = 0; k < node.input_size(); ++k)
-        if (!node.input(k).empty() && detail::find_initializer(*graph, node.input(k)) < 0)
-          use(node.input(k), i, k, false, -1);
+        if (!node.input(k).empty() && detail::find_initializer(*graph, node.input(k)) < 0) {
+          if (policy.sum_inputs_shared_only) {
+            shared_only.emplace_back(i, k);
+          } else {
+            use(node.input(k), i, k, false, -1);
+          }
+        }
       continue;
     }
     use(node.input(0), i, 0, false, -1);
@@ -165,6 +172,13 @@ QdqModel insert_qdq(const onnx::ModelProto& model, const QuantPolicy& policy) {
     const auto& proto = graph->initializer(w);
     if (proto.data_type() != onnx::TensorProto::FLOAT) continue;
     use(node.input(1), i, 1, true, weight_axis(node, proto.dims_size()));
+  }
+
+  // Sum and concat inputs that other quantized nodes read: their pairs, now all known.
+  for (const auto& [node, k] : shared_only) {
+    const std::string& t = graph->node(node).input(k);
+    auto it = index_of.find(t);
+    if (it != index_of.end() && !pending[it->second].site.is_weight) use(t, node, k, false, -1);
   }
 
   // Activations read by a Concat whose output is quantized too take the Concat's scale

@@ -337,6 +337,24 @@ TEST(CompressConfigErrors, PactRefusedPointsToLsq) {
   EXPECT_HAS(error_of("QuantPost: {bias_correction: true}"), "not supported yet");
 }
 
+TEST(CompressConfigErrors, NotQuantPatternRegexMustCompile) {
+  const std::string e = error_of(R"(QuantAware: {not_quant_pattern: [head, "re:/Add(_[12]$"]})");
+  EXPECT_HAS(e, "'QuantAware.not_quant_pattern'");
+  EXPECT_HAS(e, "'re:/Add(_[12]$' is not a valid regular expression");
+  EXPECT_EQ(parse(R"(QuantAware: {not_quant_pattern: [head, "re:/Add(_[12])?$"]})")
+                .quant_aware->not_quant_pattern,
+            (std::vector<std::string>{"head", "re:/Add(_[12])?$"}));
+}
+
+TEST(CompressConfig, AddConcatInputs) {
+  EXPECT_EQ(parse("QuantAware: {}").quant_aware->add_concat_inputs, "all");
+  EXPECT_EQ(parse("QuantAware: {add_concat_inputs: shared}").quant_aware->add_concat_inputs,
+            "shared");
+  const std::string e = error_of("QuantAware: {add_concat_inputs: some}");
+  EXPECT_HAS(e, "'QuantAware.add_concat_inputs' is 'some'");
+  EXPECT_HAS(e, "Valid: all, shared");
+}
+
 TEST(CompressConfigErrors, EpochsAndTrainIter) {
   EXPECT_HAS(error_of("TrainConfig: {epochs: 1, train_iter: 10}"),
              "sets both 'epochs' and 'train_iter'");

@@ -463,10 +463,17 @@ TEST(EngineInt8, EspnetLikeTailQuantizesInItsPass) {
 // branches with the hierarchical sums, the concatenation, the residual, BN and PRelu. Where the
 // CPU has AVX-512 VNNI the branches and the tail run as one step (dilated_branches.h); either
 // way the numbers are the fake-quant graph's. The reduction ends in ReLU in one variant: its
-// non-negative int8 output is read as u8 there (no shift by 128).
+// non-negative int8 output is read as u8 there (no shift by 128). In two more the residual Add
+// is quantized too: at both inputs (the step quantizes the concatenation in its pass) or only at
+// the residual, which the reduction reads as int8 already (QuantPolicy::sum_inputs_shared_only,
+// configs/compress/espnet_camvid_qat_res.yml). The step then reads the residual as int8, and
+// writes only the int8 output.
 TEST(EngineInt8, EspnetBlockBranchesRunInOnePass) {
   at::manual_seed(19);
-  for (const bool relu : {false, true}) {
+  enum Residual { kFloat, kBothInputs, kShared };
+  for (const auto& [relu, residual] : std::vector<std::pair<bool, Residual>>{
+           {false, kFloat}, {true, kFloat}, {false, kBothInputs}, {false, kShared}}) {
+    const bool quantized_residual = residual != kFloat;
     GraphBuilder b;
     b.init("w0", at::randn({20, 3, 3, 3}) * 0.3);
     b.init("w1", at::randn({5, 20, 1, 1}) * 0.3);
@@ -500,23 +507,100 @@ TEST(EngineInt8, EspnetBlockBranchesRunInOnePass) {
     for (const auto& shape :
          std::vector<std::vector<int64_t>>{{2, 3, 20, 37}, {1, 3, 9, 13}, {1, 3, 1, 1}}) {
       const at::Tensor x = at::randn(shape);
-      const auto q = quantize(b.model, x);
+      passes::QuantPolicy policy;
+      if (quantized_residual) policy.op_types = {"Conv", "Add"};
+      if (residual == kBothInputs)
+        policy.not_quant_patterns = {"re:^a(4|8|16)$"};  // the hierarchical sums stay float
+      policy.sum_inputs_shared_only = residual == kShared;
+      const auto q = quantize(b.model, x, policy);
+      for (const auto& node : q.graph().node())  // the policy did quantize just the residual sum
+        if (node.op_type() == "Add") {
+          int dq_inputs = 0;
+          for (const auto& in : node.input())
+            for (const auto& p : q.graph().node())
+              dq_inputs += p.op_type() == "DequantizeLinear" && p.output(0) == in;
+          EXPECT_EQ(dq_inputs, node.name() != "res"  ? 0
+                               : residual == kFloat  ? 0
+                               : residual == kShared ? 1
+                                                     : 2)
+              << node.name();
+        }
       for (const char* no_avx512 : {"0", "1"}) {
         setenv("SEGSLIM_NO_AVX512", no_avx512, 1);
         Engine eng(q);
         expect_int8_match(eng, q, x);
         const std::string d = joined(eng.describe());
         const bool fused = engine::dilated_branches_supported();
-        EXPECT_EQ(d.find("ConcatAffine bn concat of 5 +residual +bn +prelu ->s8 [5 int8 3x3 "
-                         "convs, one pass nhwc vnni]") != std::string::npos,
-                  fused)
+        const std::string tail =
+            residual == kBothInputs ? "ConcatAffine res concat of 5 ->s8 +int8 residual +bn "
+                                      "+prelu ->s8 ["
+            : residual == kShared ? "ConcatAffine res concat of 5 +int8 residual +bn +prelu ->s8 ["
+                                  : "ConcatAffine bn concat of 5 +residual +bn +prelu ->s8 [";
+        EXPECT_NE(
+            d.find(tail + (fused ? "5 int8 3x3 convs, one pass nhwc vnni]" : "one pass nhwc]")),
+            std::string::npos)
             << d;
         EXPECT_EQ(d.find("Conv d4") == std::string::npos, fused) << d;
         EXPECT_EQ(eng.num_int8_steps(), 8) << d;
+        for (const std::string op : {"Add res", "DequantizeLinear", "Concat ", "Batch"})
+          EXPECT_EQ(d.find("\n" + op), std::string::npos) << d;
+        // c0's int8 output is the residual: no float c0 to quantize for c1
+        EXPECT_EQ(d.find("QuantizeLinear c0") == std::string::npos, quantized_residual) << d;
       }
     }
   }
   unsetenv("SEGSLIM_NO_AVX512");
+}
+
+// ESPNet's BR module (Concat -> BN -> PRelu) where the model quantizes the Concat's inputs that
+// another quantized node reads anyway (QuantPolicy::sum_inputs_shared_only): the one-pass step
+// reads that piece as int8, no DequantizeLinear step, and the conv making it writes only int8.
+// A later float reader of the same DQ (c3) dequantizes it anew.
+TEST(EngineInt8, ConcatAffineReadsInt8Pieces) {
+  at::manual_seed(23);
+  GraphBuilder b;
+  b.init("w0", at::randn({16, 3, 3, 3}) * 0.3);
+  b.init("w1", at::randn({8, 16, 3, 3}) * 0.2);
+  b.init("g", at::rand({24}) + 0.5);
+  b.init("be", at::randn({24}) * 0.2);
+  b.init("m", at::randn({24}) * 0.1);
+  b.init("v", at::rand({24}) + 0.5);
+  b.init("slope", at::rand({24, 1, 1}) * 0.3);
+  b.init("w2", at::randn({4, 24, 1, 1}) * 0.3);
+  set_attr_ints(b.node("Conv", "c0", {"x", "w0"}, {"a"}), "pads", {1, 1, 1, 1});
+  set_attr_ints(b.node("Conv", "c1", {"a", "w1"}, {"c"}), "pads", {1, 1, 1, 1});
+  set_attr_int(b.node("Concat", "cat", {"a", "c"}, {"cat"}), "axis", 1);
+  b.node("BatchNormalization", "bn", {"cat", "g", "be", "m", "v"}, {"bn"});
+  b.node("PRelu", "p", {"bn", "slope"}, {"p"});
+  b.node("Conv", "c2", {"p", "w2"}, {"y2"});
+  b.node("ReduceMean", "c3", {"a"}, {"y3"});  // a float reader of a after the Concat
+  b.node("Add", "out", {"y2", "y3"}, {"y"});
+  b.output("y");
+  passes::QuantPolicy policy;
+  policy.op_types = {"Conv", "Concat", "ReduceMean"};
+  policy.sum_inputs_shared_only = true;
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{2, 3, 10, 21}, {1, 3, 1, 1}}) {
+    const at::Tensor x = at::randn(shape);
+    const auto q = quantize(b.model, x, policy);
+    for (const auto& node : q.graph().node())
+      if (node.op_type() == "Concat") {
+        EXPECT_EQ(node.input(0), "a_dequantized");
+        EXPECT_EQ(node.input(1), "c");
+      }
+    Engine eng(q);
+    expect_int8_match(eng, q, x);
+    const std::string d = joined(eng.describe());
+    EXPECT_NE(d.find("ConcatAffine bn concat of 2 +bn +prelu ->s8 [one pass nhwc]"),
+              std::string::npos)
+        << d;
+    EXPECT_NE(d.find("Conv c0 int8 s8 ->s8 ["), std::string::npos) << d;
+    // the Concat's piece no longer dequantized; the ReduceMean's input is, once
+    int dequantize_steps = 0;
+    for (const auto& line : eng.describe())
+      dequantize_steps += line.rfind("DequantizeLinear", 0) == 0;
+    EXPECT_EQ(dequantize_steps, 1) << d;
+    EXPECT_GT(d.find("\nDequantizeLinear"), d.find("ConcatAffine bn")) << d;  // for c3 only
+  }
 }
 
 TEST(EngineFp32, EspnetBatchTwo) {

@@ -822,6 +822,7 @@ TEST(EngineOps, ConcatAffineKernelMatchesAten) {
     std::vector<Piece> pieces;
     ElemType residual;  // kF32 / kS8, or kU8 = no residual
     bool prelu;
+    ElemType concat_quant = ElemType::kF32;  // kS8 / kU8: the concatenation quantized
   };
   const std::vector<Case> cases{
       {{2, 7, 5},
@@ -833,7 +834,18 @@ TEST(EngineOps, ConcatAffineKernelMatchesAten) {
        {{64, ElemType::kS8}, {64, ElemType::kF32}, {3, ElemType::kF32}},
        ElemType::kS8,
        false},
-      {{1, 1, 1}, {{1, ElemType::kF32}}, ElemType::kU8, false}};
+      {{1, 1, 1}, {{1, ElemType::kF32}}, ElemType::kU8, false},
+      // ESPNet's residual sums quantized: the concatenation's fake quantization, s8 residual
+      {{2, 9, 11},
+       {{28, ElemType::kF32}, {25, ElemType::kF32}, {25, ElemType::kF32}},
+       ElemType::kS8,
+       true,
+       ElemType::kS8},
+      {{1, 5, 7},
+       {{3, ElemType::kS8}, {20, ElemType::kF32}},
+       ElemType::kF32,
+       false,
+       ElemType::kU8}};
   // Both piece readers: the AVX-512 masked one (where the CPU has it) and the plain loops.
   for (const char* no_avx512 : {"0", "1"})
     for (const auto& c : cases) {
@@ -854,6 +866,15 @@ TEST(EngineOps, ConcatAffineKernelMatchesAten) {
       };
       for (const auto& p : c.pieces) args.pieces.push_back(make(p.c, p.type, 0.013f));
       at::Tensor x = at::cat(real, 1);
+      // a scale that saturates part of the range (f32 pieces are about N(0, 4))
+      const engine::ConcatQuant concat_quant{
+          c.concat_quant == ElemType::kF32 ? 0.f : 0.03f,
+          c.concat_quant == ElemType::kU8 ? ElemType::kU8 : ElemType::kS8};
+      if (concat_quant.scale > 0) {
+        const bool u8 = concat_quant.type == ElemType::kU8;
+        x = at::fake_quantize_per_tensor_affine(x, concat_quant.scale, 0, u8 ? 0 : -128,
+                                                u8 ? 255 : 127);
+      }
       if (c.residual != ElemType::kU8) {
         args.residual = make(C, c.residual, 0.021f);
         x = x + real.back();
@@ -864,8 +885,8 @@ TEST(EngineOps, ConcatAffineKernelMatchesAten) {
       auto floats = [](const at::Tensor& t) {
         return std::vector<float>(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
       };
-      const engine::ConcatAffineCoefficients k(floats(a), floats(b),
-                                               c.prelu ? floats(slope) : std::vector<float>());
+      const engine::ConcatAffineCoefficients k(
+          floats(a), floats(b), c.prelu ? floats(slope) : std::vector<float>(), concat_quant);
       args.coefficients = &k;
       const float s8_scale = 0.05f, u8_scale = 0.02f;  // both saturate part of the range
       at::Tensor f32 = at::empty({N, H, W, C}), s8 = at::empty({N, H, W, C}, at::kChar),
@@ -896,6 +917,8 @@ TEST(EngineOps, ConcatAffineKernelMatchesAten) {
       EXPECT_TRUE(at::equal(s8b, s8)) << what;
     }
   unsetenv("SEGSLIM_NO_AVX512");
+  EXPECT_THROW(engine::ConcatAffineCoefficients({1.f}, {0.f}, {}, {0.1f, ElemType::kF32}), Error);
+  EXPECT_THROW(engine::ConcatAffineCoefficients({1.f}, {0.f}, {}, {-0.1f, ElemType::kS8}), Error);
 }
 
 // ESPNet's fused block (dilated_branches.h) against ATen: each branch a float conv2d of the
@@ -918,8 +941,15 @@ TEST(EngineOps, DilatedBranchesKernelMatchesAten) {
     std::vector<Branch> branches;
     ElemType residual;  // kF32 / kS8, or kU8 = no residual
     bool prelu;
+    ElemType concat_quant = ElemType::kF32;  // kS8 / kU8: the concatenation quantized
   };
   const std::vector<Case> cases{
+      {{1, 6, 21, 12},  // level 2 with its residual sum quantized: s8 concatenation, s8 residual
+       ElemType::kS8,
+       {{16, 1, false}, {12, 2, false}, {12, 4, true}, {12, 8, true}, {12, 16, true}},
+       ElemType::kS8,
+       true,
+       ElemType::kS8},
       {{2, 7, 19, 12},  // ESPNet's level 2 widths
        ElemType::kS8,
        {{16, 1, false}, {12, 2, false}, {12, 4, true}, {12, 8, true}, {12, 16, true}},
@@ -963,6 +993,13 @@ TEST(EngineOps, DilatedBranchesKernelMatchesAten) {
     }
     at::Tensor want = at::cat(pieces, 1);
     const int64_t Ct = want.size(1);
+    engine::ConcatQuant concat_quant;
+    if (c.concat_quant != ElemType::kF32) {
+      const bool u8 = c.concat_quant == ElemType::kU8;
+      concat_quant = {want.abs().max().item<float>() / 100, c.concat_quant};  // saturates a few
+      want = at::fake_quantize_per_tensor_affine(want, concat_quant.scale, 0, u8 ? 0 : -128,
+                                                 u8 ? 255 : 127);
+    }
     engine::AffineInput residual;
     at::Tensor stored_residual;
     if (c.residual != ElemType::kU8) {
@@ -979,7 +1016,7 @@ TEST(EngineOps, DilatedBranchesKernelMatchesAten) {
     want = want * a.view({1, Ct, 1, 1}) + b.view({1, Ct, 1, 1});
     if (c.prelu) want = at::where(want >= 0, want, want * slope.view({1, Ct, 1, 1}));
     engine::DilatedBranches kernel({N, H, W, C, c.src}, branches, floats(a), floats(b),
-                                   c.prelu ? floats(slope) : std::vector<float>());
+                                   c.prelu ? floats(slope) : std::vector<float>(), concat_quant);
     ASSERT_EQ(kernel.channels(), Ct);
     const float s8_scale = want.abs().max().item<float>() / 100, u8_scale = s8_scale / 2;
     at::Tensor f32 = at::empty({N, H, W, Ct}), s8 = at::empty({N, H, W, Ct}, at::kChar),
@@ -991,8 +1028,18 @@ TEST(EngineOps, DilatedBranchesKernelMatchesAten) {
                   {s8.data_ptr(), ElemType::kS8, s8_scale},
                   {u8.data_ptr(), ElemType::kU8, u8_scale}});
       const std::string what = str_cat(N, "x", H, "x", W, "x", C, " -> ", Ct, ", run ", run);
-      EXPECT_TRUE(at::allclose(f32.permute({0, 3, 1, 2}), want, 1e-5, 1e-5))
-          << what << ": max error " << (f32.permute({0, 3, 1, 2}) - want).abs().max().item<float>();
+      const at::Tensor err = (f32.permute({0, 3, 1, 2}) - want).abs();
+      if (concat_quant.scale == 0.f) {
+        EXPECT_TRUE(at::allclose(f32.permute({0, 3, 1, 2}), want, 1e-5, 1e-5))
+            << what << ": max error " << err.max().item<float>();
+      } else {
+        // float rounding of a piece may move a value across a rounding tie of the
+        // concatenation's quantization: one step of it there (times a and the slope), exact
+        // elsewhere
+        const at::Tensor off = err > 1e-5 + 1e-5 * want.abs();
+        EXPECT_LE(off.sum().item<int64_t>(), std::max<int64_t>(1, want.numel() / 1000)) << what;
+        EXPECT_LE(err.max().item<float>(), 1.5f * concat_quant.scale * 1.001f + 1e-5f) << what;
+      }
       expect_quantized(s8, want, s8_scale, -128, 127, what);
       expect_quantized(u8, want, u8_scale, 0, 255, what);
     }

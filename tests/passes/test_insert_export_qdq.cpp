@@ -6,6 +6,7 @@
 #include "passes/export_qdq.h"
 #include "passes/fold_batchnorm.h"
 #include "passes/insert_qdq.h"
+#include "passes/name_pattern.h"
 #include "passes/pass_test_util.h"
 #include "passes/weight_scales.h"
 
@@ -91,6 +92,47 @@ TEST(InsertQdq, PolicyChangesCounts) {
   only_transpose.op_types = {"ConvTranspose"};
   q = passes::insert_qdq(model, only_transpose);
   EXPECT_EQ(count_ops(q.model, "DequantizeLinear"), 2);
+}
+
+// not_quant_pattern: PaddleSlim's substrings, or `re:` regular expressions where a substring
+// cannot separate the names (ESPNet's residual `/level3.7/Add_3` contains `/level3.7/Add`).
+TEST(InsertQdq, NotQuantPatternSubstringOrRegex) {
+  using passes::name_matches_pattern;
+  EXPECT_TRUE(name_matches_pattern("/level3.7/Add_3", "/level3.7/Add"));
+  EXPECT_FALSE(name_matches_pattern("/level3.7/Add_3", ""));
+  const std::string hff = "re:/Add(_[12])?$";
+  for (const std::string name : {"/level3.7/Add", "/level3.7/Add_1", "/level2_0/Add_2"})
+    EXPECT_TRUE(name_matches_pattern(name, hff)) << name;
+  for (const std::string name : {"/level3.7/Add_3", "/level3.7/Add_12", "/Add_1/Conv", "Add"})
+    EXPECT_FALSE(name_matches_pattern(name, hff)) << name;
+  EXPECT_TRUE(name_matches_pattern("xy", "re:^x"));  // anchors: an expression, not a substring
+  EXPECT_FALSE(name_matches_pattern("xy", "re:^y"));
+  EXPECT_FALSE(name_matches_pattern("xy", "^x"));
+  EXPECT_NO_THROW(passes::check_name_pattern("re:^a|b$", "cfg"));
+  EXPECT_NO_THROW(passes::check_name_pattern("((", "cfg"));  // a substring: anything goes
+  try {
+    passes::check_name_pattern("re:((", "cfg.yml:3");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cfg.yml:3: 're:((' is not a valid regular expression"),
+              std::string::npos)
+        << e.what();
+  }
+  // in insert_qdq: of the tiny net's nodes only those the expression names stay float
+  const auto model = folded_tiny();
+  QuantPolicy all, regex, substring;
+  const auto q_all = passes::insert_qdq(model, all);
+  std::vector<std::string> names;
+  for (const auto& s : q_all.weights) names.push_back(s.consumers.at(0));
+  ASSERT_GE(names.size(), 3u);
+  regex.not_quant_patterns = {"re:^" + names[1] + "$"};
+  substring.not_quant_patterns = {names[1]};
+  const auto q_regex = passes::insert_qdq(model, regex);
+  EXPECT_EQ(q_regex.weights.size(), names.size() - 1);
+  for (const auto& s : q_regex.weights) EXPECT_NE(s.consumers.at(0), names[1]);
+  EXPECT_EQ(passes::insert_qdq(model, substring).weights.size(), names.size() - 1);
+  regex.not_quant_patterns = {"re:^" + names[1]};  // anchored at the start only: the same node
+  EXPECT_EQ(passes::insert_qdq(model, regex).weights.size(), names.size() - 1);
 }
 
 TEST(InsertQdq, SharedActivationGetsOnePair) {
@@ -206,6 +248,33 @@ TEST(InsertQdq, AddAndConcatInputsAreActivations) {
     if (n.op_type() == "Add" && n.name() == "res") {
       EXPECT_EQ(n.input(0), "cat_dequantized");
       EXPECT_EQ(n.input(1), "bias");
+    }
+  }
+  EXPECT_TRUE(passes_checker(q.model));
+  expect_calibrated_and_exported(q, b.model, at::randn({2, 3, 8, 9}));
+
+  // Only the inputs another quantized node reads (QuantPolicy::sum_inputs_shared_only): y1,
+  // which c2 reads, shares its pair with the sum; y2, s and cat stay float, no new site.
+  passes::QuantPolicy shared{{"Conv", "Add", "Concat"}};
+  shared.sum_inputs_shared_only = true;
+  q = passes::insert_qdq(b.model, shared);
+  acts.clear();
+  for (const auto& a : q.activations) acts.insert(a.tensor);
+  EXPECT_EQ(acts, (std::set<std::string>{"x", "y1"}));
+  EXPECT_EQ(count_ops(q.model, "QuantizeLinear"), 4);  // x, y1 and 2 weights
+  for (const auto& a : q.activations) {
+    if (a.tensor == "y1") {
+      EXPECT_EQ(a.consumers, (std::vector<std::string>{"c2", "sum"}));
+    }
+  }
+  for (const auto& n : q.model.graph().node()) {
+    if (n.name() == "sum") {
+      EXPECT_EQ(n.input(0), "y1_dequantized");
+      EXPECT_EQ(n.input(1), "y2");
+    }
+    if (n.name() == "cat") {
+      EXPECT_EQ(n.input(0), "y2");
+      EXPECT_EQ(n.input(1), "s");
     }
   }
   EXPECT_TRUE(passes_checker(q.model));
