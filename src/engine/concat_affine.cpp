@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <memory>
 #include <type_traits>
@@ -167,83 +168,140 @@ load16(const AffineInput& in, int64_t at, __mmask16 m) {
   return _mm512_maskz_mul_ps(m, _mm512_maskz_cvtepi32_ps(m, i32), _mm512_set1_ps(in.scale));
 }
 
+// The per-chunk constants of the AVX-512 path: coefficients, the concatenation's quantization.
+struct ChunkMath {
+  __mmask16 m;  // the chunk's lanes within the channels
+  __m512 a, b, slope;
+  bool prelu, quantize_concat;
+  __m512 concat_inv, concat_scale, concat_lo, concat_hi;
+};
+
+// The concatenation's 16 values x of a pixel through the tail: fake-quantized (when the model
+// quantizes the concatenation), plus the residual r, affine, PRelu.
+__attribute__((target("avx512f,avx512bw,avx512vl"))) SEGSLIM_INLINE __m512
+tail_math(const ChunkMath& k, __m512 x, const __m512* r) {
+  if (k.quantize_concat) {
+    const __m512 q = _mm512_maskz_min_ps(
+        k.m, _mm512_maskz_max_ps(k.m, _mm512_maskz_mul_ps(k.m, x, k.concat_inv), k.concat_lo),
+        k.concat_hi);
+    x = _mm512_maskz_mul_ps(
+        k.m, _mm512_maskz_roundscale_ps(k.m, q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+        k.concat_scale);
+  }
+  if (r) x = _mm512_add_ps(x, *r);
+  __m512 y = _mm512_fmadd_ps(k.a, x, k.b);
+  if (k.prelu)  // y >= 0 ? y : slope * y
+    y = _mm512_mask_mul_ps(y, _mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_LT_OQ), y, k.slope);
+  return y;
+}
+
+// An output as the pixel loops hold it: the chunk's lane 0 of pixel 0, and the inverse scale.
+struct OutLanes {
+  uintptr_t at;
+  ElemType type;
+  float inv;  // 1 / scale (a float, not a register: a std::vector of these is 16-byte aligned)
+};
+
+// y's lanes under m into o at pixel px (`channels` elements a pixel): float, or clamped to the
+// type's range and rounded half to even (clamping to integer bounds first gives the same as
+// after). Plain stores where all 16 lanes are written.
+__attribute__((target("avx512f,avx512bw,avx512vl"))) SEGSLIM_INLINE void store16(
+    const OutLanes& o, int64_t px, int64_t channels, __mmask16 m, __m512 y) {
+  if (o.type == ElemType::kF32) {
+    float* d = reinterpret_cast<float*>(o.at + static_cast<uintptr_t>(px * channels * 4));
+    if (m == 0xffff) {
+      _mm512_storeu_ps(d, y);
+    } else {
+      _mm512_mask_storeu_ps(d, m, y);
+    }
+    return;
+  }
+  const bool u8 = o.type == ElemType::kU8;
+  __m512 q = _mm512_mul_ps(y, _mm512_set1_ps(o.inv));
+  q = _mm512_maskz_min_ps(m, _mm512_maskz_max_ps(m, q, _mm512_set1_ps(u8 ? 0.f : -128.f)),
+                          _mm512_set1_ps(u8 ? 255.f : 127.f));
+  const __m128i v = _mm512_maskz_cvtepi32_epi8(
+      m, _mm512_maskz_cvt_roundps_epi32(m, q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  int8_t* d = reinterpret_cast<int8_t*>(o.at + static_cast<uintptr_t>(px * channels));
+  if (m == 0xffff) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d), v);
+  } else {
+    _mm_mask_storeu_epi8(d, m, v);
+  }
+}
+
+// Pixels [t0, t1) of one chunk that a single piece fills (every chunk of a fused block's tail,
+// most of a BR module's), with up to kMaxFastOuts outputs. Everything the loop reads is an
+// argument or a local here, so it stays in registers: in the general loop below, each int8
+// store (which may alias anything, as far as the compiler knows) made it reload the pieces',
+// segments' and outputs' fields for every pixel, which cost as much as the arithmetic.
+constexpr size_t kMaxFastOuts = 3;
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void chunk_one_piece(
+    const ChunkMath k, const AffineInput piece, const Segment seg, const AffineInput residual,
+    const int64_t c0, const int64_t channels, const std::array<OutLanes, kMaxFastOuts> outs,
+    const size_t n_outs, const int64_t t0, const int64_t t1) {
+  for (int64_t px = t0; px < t1; ++px) {
+    const __m512 x = load16(piece, px * piece.channels + seg.offset, seg.mask);
+    __m512 r;
+    if (residual.data) r = load16(residual, px * channels + c0, k.m);
+    const __m512 y = tail_math(k, x, residual.data ? &r : nullptr);
+    for (size_t o = 0; o < kMaxFastOuts; ++o)
+      if (o < n_outs) store16(outs[o], px, channels, k.m, y);
+  }
+}
+
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void run_pixels_avx512(
     const ConcatAffineArgs& args, const std::vector<Chunk>& chunks, int64_t begin, int64_t end) {
-  const ConcatAffineCoefficients& k = *args.coefficients;
-  const int64_t C = k.channels;
-  const bool prelu = !k.slope.empty();
+  const ConcatAffineCoefficients& coef = *args.coefficients;
+  const int64_t C = coef.channels;
   const AffineInput* residual = args.residual.data ? &args.residual : nullptr;
-  struct Out {
-    void* data;
-    ElemType type;
-    float inv;  // 1 / scale, for the int8 ones
-  };
-  std::vector<Out> outs;
-  for (const auto& o : args.outs) outs.push_back({o.data, o.type, 1.f / o.scale});
-  const __m512 zero = _mm512_setzero_ps();
-  const bool quantize_concat = k.concat_quant.scale > 0.f;
-  const bool concat_u8 = k.concat_quant.type == ElemType::kU8;
-  const __m512 concat_inv = _mm512_set1_ps(quantize_concat ? 1.f / k.concat_quant.scale : 0.f);
-  const __m512 concat_scale = _mm512_set1_ps(k.concat_quant.scale);
-  const __m512 concat_lo = _mm512_set1_ps(concat_u8 ? 0.f : -128.f);
-  const __m512 concat_hi = _mm512_set1_ps(concat_u8 ? 255.f : 127.f);
+  const ConcatQuant& cq = coef.concat_quant;
+  const bool concat_u8 = cq.type == ElemType::kU8;
+  ChunkMath k;
+  k.prelu = !coef.slope.empty();
+  k.quantize_concat = cq.scale > 0.f;
+  k.concat_inv = _mm512_set1_ps(k.quantize_concat ? 1.f / cq.scale : 0.f);
+  k.concat_scale = _mm512_set1_ps(cq.scale);
+  k.concat_lo = _mm512_set1_ps(concat_u8 ? 0.f : -128.f);
+  k.concat_hi = _mm512_set1_ps(concat_u8 ? 255.f : 127.f);
+  std::vector<OutLanes> outs;
+  for (const auto& o : args.outs)
+    outs.push_back({reinterpret_cast<uintptr_t>(o.data), o.type, 1.f / o.scale});
   constexpr int64_t kTile = 32;  // pixels: all their channels stay in L1 between chunks
   for (int64_t t0 = begin; t0 < end; t0 += kTile) {
     const int64_t t1 = std::min(t0 + kTile, end);
     for (int64_t j = 0; j < static_cast<int64_t>(chunks.size()); ++j) {
       const int64_t c0 = j * 16;
-      const __mmask16 m = C - c0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (C - c0)) - 1);
-      const __m512 a = _mm512_maskz_loadu_ps(m, k.a.data() + c0);
-      const __m512 b = _mm512_maskz_loadu_ps(m, k.b.data() + c0);
-      const __m512 slope = prelu ? _mm512_maskz_loadu_ps(m, k.slope.data() + c0) : zero;
-      const Segment* const sb = chunks[j].segments.data();
-      const Segment* const se = sb + chunks[j].segments.size();
+      k.m = C - c0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (C - c0)) - 1);
+      k.a = _mm512_maskz_loadu_ps(k.m, coef.a.data() + c0);
+      k.b = _mm512_maskz_loadu_ps(k.m, coef.b.data() + c0);
+      k.slope = k.prelu ? _mm512_maskz_loadu_ps(k.m, coef.slope.data() + c0) : _mm512_setzero_ps();
+      // the outputs at this chunk's first channel
+      std::array<OutLanes, kMaxFastOuts> at{};
+      for (size_t o = 0; o < std::min(outs.size(), kMaxFastOuts); ++o) {
+        at[o] = outs[o];
+        at[o].at += static_cast<uintptr_t>(c0 * (outs[o].type == ElemType::kF32 ? 4 : 1));
+      }
+      const std::vector<Segment>& segments = chunks[j].segments;
+      if (segments.size() == 1 && outs.size() <= kMaxFastOuts) {
+        chunk_one_piece(k, args.pieces[segments[0].piece], segments[0],
+                        residual ? *residual : AffineInput{}, c0, C, at, outs.size(), t0, t1);
+        continue;
+      }
       for (int64_t px = t0; px < t1; ++px) {
-        const int64_t at = px * C + c0;
-        __m512 x = zero;
-        for (const Segment* s = sb; s != se; ++s) {
-          const AffineInput& piece = args.pieces[s->piece];
-          x = _mm512_mask_mov_ps(x, s->mask,
-                                 load16(piece, px * piece.channels + s->offset, s->mask));
+        __m512 x = _mm512_setzero_ps();
+        for (const Segment& sg : segments) {
+          const AffineInput& piece = args.pieces[sg.piece];
+          x = _mm512_mask_mov_ps(x, sg.mask,
+                                 load16(piece, px * piece.channels + sg.offset, sg.mask));
         }
-        if (quantize_concat) {
-          const __m512 q = _mm512_maskz_min_ps(
-              m, _mm512_maskz_max_ps(m, _mm512_maskz_mul_ps(m, x, concat_inv), concat_lo),
-              concat_hi);
-          x = _mm512_maskz_mul_ps(
-              m, _mm512_maskz_roundscale_ps(m, q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
-              concat_scale);
-        }
-        if (residual) x = _mm512_add_ps(x, load16(*residual, at, m));
-        __m512 y = _mm512_fmadd_ps(a, x, b);
-        if (prelu)  // y >= 0 ? y : slope * y
-          y = _mm512_mask_mul_ps(y, _mm512_cmp_ps_mask(y, zero, _CMP_LT_OQ), y, slope);
-        // Plain stores where all 16 lanes are written, masked at the row's end.
-        for (const Out& o : outs) {
-          if (o.type == ElemType::kF32) {
-            float* d = static_cast<float*>(o.data) + at;
-            if (m == 0xffff) {
-              _mm512_storeu_ps(d, y);
-            } else {
-              _mm512_mask_storeu_ps(d, m, y);
-            }
-            continue;
-          }
-          // clamped to the type's range, then rounded half to even (clamping to integer
-          // bounds first gives the same as after)
-          const bool u8 = o.type == ElemType::kU8;
-          __m512 q = _mm512_mul_ps(y, _mm512_set1_ps(o.inv));
-          q = _mm512_maskz_min_ps(m, _mm512_maskz_max_ps(m, q, _mm512_set1_ps(u8 ? 0.f : -128.f)),
-                                  _mm512_set1_ps(u8 ? 255.f : 127.f));
-          const __m128i v = _mm512_maskz_cvtepi32_epi8(
-              m,
-              _mm512_maskz_cvt_roundps_epi32(m, q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-          int8_t* d = static_cast<int8_t*>(o.data) + at;
-          if (m == 0xffff) {
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(d), v);
-          } else {
-            _mm_mask_storeu_epi8(d, m, v);
-          }
+        __m512 r;
+        if (residual) r = load16(*residual, px * C + c0, k.m);
+        const __m512 y = tail_math(k, x, residual ? &r : nullptr);
+        for (const OutLanes& o : outs) {
+          OutLanes here = o;
+          here.at += static_cast<uintptr_t>(c0 * (o.type == ElemType::kF32 ? 4 : 1));
+          store16(here, px, C, k.m, y);
         }
       }
     }

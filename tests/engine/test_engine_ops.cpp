@@ -915,6 +915,17 @@ TEST(EngineOps, ConcatAffineKernelMatchesAten) {
       args.outs = {{s8b.data_ptr(), ElemType::kS8, s8_scale}};
       engine::concat_affine_nhwc(args);
       EXPECT_TRUE(at::equal(s8b, s8)) << what;
+      // more outputs than the AVX-512 path's single-piece loop takes (its general loop)
+      at::Tensor f32c = at::empty_like(f32), s8c = at::empty_like(s8), u8c = at::empty_like(u8),
+                 s8d = at::empty_like(s8);
+      args.outs = {{s8c.data_ptr(), ElemType::kS8, s8_scale},
+                   {f32c.data_ptr(), ElemType::kF32, 1.f},
+                   {u8c.data_ptr(), ElemType::kU8, u8_scale},
+                   {s8d.data_ptr(), ElemType::kS8, s8_scale}};
+      engine::concat_affine_nhwc(args);
+      EXPECT_TRUE(at::equal(f32c, f32) && at::equal(s8c, s8) && at::equal(u8c, u8) &&
+                  at::equal(s8d, s8))
+          << what;
     }
   unsetenv("SEGSLIM_NO_AVX512");
   EXPECT_THROW(engine::ConcatAffineCoefficients({1.f}, {0.f}, {}, {0.1f, ElemType::kF32}), Error);
