@@ -42,12 +42,13 @@ SEGSLIM_INLINE void read(const AffineInput& in, int64_t at, float* x, int64_t n)
   }
 }
 // x = fake_quant(x) at scale q.scale in q.type's range (ConcatQuant).
-SEGSLIM_INLINE void fake_quantize(const ConcatQuant& q, float* __restrict x, int64_t n) {
-  const float inv = 1.f / q.scale, scale = q.scale;
-  const float lo = q.type == ElemType::kU8 ? 0.f : -128.f;
-  const float hi = q.type == ElemType::kU8 ? 255.f : 127.f;
-  for (int64_t c = 0; c < n; ++c)
-    x[c] = std::nearbyint(std::min(std::max(x[c] * inv, lo), hi)) * scale;
+template <typename Q>
+SEGSLIM_INLINE void fake_quantize(float inv, float scale, float* __restrict x, int64_t n) {
+  for (int64_t c = 0; c < n; ++c) x[c] = saturate_round<Q>(x[c] * inv) * scale;
+}
+SEGSLIM_INLINE void fake_quantize(const ConcatQuant& q, float* x, int64_t n) {
+  if (q.type == ElemType::kU8) return fake_quantize<uint8_t>(1.f / q.scale, q.scale, x, n);
+  fake_quantize<int8_t>(1.f / q.scale, q.scale, x, n);
 }
 SEGSLIM_INLINE void affine(const float* __restrict a, const float* __restrict b,
                            float* __restrict x, int64_t n) {
@@ -264,7 +265,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void run_pixels_avx512(
   k.concat_scale = _mm512_set1_ps(cq.scale);
   k.concat_lo = _mm512_set1_ps(concat_u8 ? 0.f : -128.f);
   k.concat_hi = _mm512_set1_ps(concat_u8 ? 255.f : 127.f);
-  std::vector<OutLanes> outs;
+  std::vector<OutLanes> outs, chunk_outs(args.outs.size());  // the latter: at the chunk's c0
   for (const auto& o : args.outs)
     outs.push_back({reinterpret_cast<uintptr_t>(o.data), o.type, 1.f / o.scale});
   constexpr int64_t kTile = 32;  // pixels: all their channels stay in L1 between chunks
@@ -276,14 +277,14 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void run_pixels_avx512(
       k.a = _mm512_maskz_loadu_ps(k.m, coef.a.data() + c0);
       k.b = _mm512_maskz_loadu_ps(k.m, coef.b.data() + c0);
       k.slope = k.prelu ? _mm512_maskz_loadu_ps(k.m, coef.slope.data() + c0) : _mm512_setzero_ps();
-      // the outputs at this chunk's first channel
-      std::array<OutLanes, kMaxFastOuts> at{};
-      for (size_t o = 0; o < std::min(outs.size(), kMaxFastOuts); ++o) {
-        at[o] = outs[o];
-        at[o].at += static_cast<uintptr_t>(c0 * (outs[o].type == ElemType::kF32 ? 4 : 1));
+      for (size_t o = 0; o < outs.size(); ++o) {
+        chunk_outs[o] = outs[o];
+        chunk_outs[o].at += static_cast<uintptr_t>(c0 * (outs[o].type == ElemType::kF32 ? 4 : 1));
       }
       const std::vector<Segment>& segments = chunks[j].segments;
       if (segments.size() == 1 && outs.size() <= kMaxFastOuts) {
+        std::array<OutLanes, kMaxFastOuts> at{};  // by value: no store can alias it
+        std::copy(chunk_outs.begin(), chunk_outs.end(), at.begin());
         chunk_one_piece(k, args.pieces[segments[0].piece], segments[0],
                         residual ? *residual : AffineInput{}, c0, C, at, outs.size(), t0, t1);
         continue;
@@ -298,11 +299,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void run_pixels_avx512(
         __m512 r;
         if (residual) r = load16(*residual, px * C + c0, k.m);
         const __m512 y = tail_math(k, x, residual ? &r : nullptr);
-        for (const OutLanes& o : outs) {
-          OutLanes here = o;
-          here.at += static_cast<uintptr_t>(c0 * (o.type == ElemType::kF32 ? 4 : 1));
-          store16(here, px, C, k.m, y);
-        }
+        for (const OutLanes& o : chunk_outs) store16(o, px, C, k.m, y);
       }
     }
   }

@@ -33,11 +33,6 @@ struct AffineOutput {
   float scale = 1.f;
 };
 
-// The per-channel coefficients y = a_c * x + b_c, then y >= 0 ? y : slope_c * y (slope empty:
-// no activation), laid out once per step for the kernels. The portable one reads them repeated
-// over a tile of pixels whose rows are contiguous in every full-width tensor, so the affine,
-// activation and stores run as long flat loops even where a pixel has only a few channels
-// (ESPNet's first BR module has 19); the AVX-512 one reads the first copy.
 // The concatenation fake-quantized before the residual is added: x = scale *
 // saturate(round_half_even(x / scale)) in type's range, zero point 0 (a QDQ model that
 // quantizes its residual Add's inputs: an int8 runtime adds int8 tensors). Scale 0: not.
@@ -46,6 +41,12 @@ struct ConcatQuant {
   ElemType type = ElemType::kS8;
 };
 
+// The per-channel coefficients y = a_c * x + b_c, then y >= 0 ? y : slope_c * y (slope empty:
+// no activation), laid out once per step for the kernels, and the concatenation's quantization.
+// The portable kernel reads the coefficients repeated over a tile of pixels whose rows are
+// contiguous in every full-width tensor, so the affine, activation and stores run as long flat
+// loops even where a pixel has only a few channels (ESPNet's first BR module has 19); the
+// AVX-512 one reads the first copy.
 struct ConcatAffineCoefficients {
   ConcatAffineCoefficients(const std::vector<float>& a, const std::vector<float>& b,
                            const std::vector<float>& slope, ConcatQuant concat_quant = {});

@@ -1357,22 +1357,10 @@ class Builder {
       if (add->in[1 - k] != cat->out || p_.vals[add->in[k]].dims != d) return false;
       residual = add->in[k];
     }
-    // int8 pieces and residual read as int8 (a QDQ model quantizing Concat and Add inputs)
-    const std::set<int> replaced{static_cast<int>(cat - p_.ir.data()),
-                                 add ? static_cast<int>(add - p_.ir.data()) : -1};
-    std::vector<int> pieces = cat->in;
-    for (int& v : pieces) v = int8_source(v, replaced);
-    if (residual >= 0) residual = int8_source(residual, replaced);
-    Step f;
-    f.kind = Step::kConcatAffine;
-    f.op = "ConcatAffine";
-    f.name = node_name(n);
-    f.in = pieces;
-    f.residual = residual;
-    f.affine_a = a;
-    f.affine_c = c;
-    f.tags = {str_cat("concat of ", cat->in.size()), add ? "+residual +bn" : "+bn"};
-    f.out = new_val(n.output(0), d);
+    Step f = concat_affine_step(
+        n, *cat, residual, a, c,
+        {static_cast<int>(cat - p_.ir.data()), add ? static_cast<int>(add - p_.ir.data()) : -1});
+    f.tags.push_back(add ? "+residual +bn" : "+bn");
     Step& host = add ? *add : *cat;
     if (add) cat->removed = true;
     host = std::move(f);
@@ -1419,26 +1407,17 @@ class Builder {
       }
       const std::vector<int64_t> d = p_.vals[cat_step->out].dims;
       auto ot = rt_.find(n.input(1 - k));
-      if (d.size() != 4 || ot == rt_.end()) continue;
+      if (d.size() != 4 || ot == rt_.end() || dims_of(n.input(1 - k)) != d) continue;
       // the residual: its int8 value when it is a DQ at that value's scale, else float
       const Ref o = ot->second;
       const bool int8_residual =
           o.val < 0 && o.qval >= 0 && !o.is_q && o.zp == 0 && p_.vals[o.qval].scale == o.scale;
       if (!q && !int8_residual) continue;
-      if (!int8_residual && (o.val >= 0 ? p_.vals[o.val].dims : dims_of(n.input(1 - k))) != d)
-        continue;
-      if (int8_residual && p_.vals[o.qval].dims != d) continue;
       const int residual = int8_residual ? o.qval : f32(n.input(1 - k));
       Step& cat = p_.ir[ci];
-      Step f;
-      f.kind = Step::kConcatAffine;
-      f.op = "ConcatAffine";
-      f.name = node_name(n);
-      f.in = cat.in;
-      f.residual = residual;
-      f.affine_a.assign(static_cast<size_t>(d[1]), 1.f);
-      f.affine_c.assign(static_cast<size_t>(d[1]), 0.f);
-      f.tags = {str_cat("concat of ", cat.in.size())};
+      const auto C = static_cast<size_t>(d[1]);
+      Step f = concat_affine_step(n, cat, residual, std::vector<float>(C, 1.f),
+                                  std::vector<float>(C, 0.f), {ci});
       if (q) {
         Step& quant = p_.ir[qi];
         f.concat_q_scale = quant.scale;
@@ -1447,13 +1426,33 @@ class Builder {
         quant.removed = true;
       }
       f.tags.push_back(int8_residual ? "+int8 residual" : "+residual");
-      f.out = new_val(n.output(0), d);
       cat.removed = true;
       add_step(std::move(f));
       rt_[n.output(0)].val = p_.ir.back().out;
       return true;
     }
     return false;
+  }
+
+  // A concat_affine step over concatenation `cat`'s pieces with `residual` (or -1), named
+  // after node n and writing its output. Pieces and residual that a DequantizeLinear step makes
+  // from int8 values are read as int8 (int8_source; `replaced`: the steps this one takes the
+  // place of, which read them too).
+  Step concat_affine_step(const onnx::NodeProto& n, const Step& cat, int residual,
+                          std::vector<float> a, std::vector<float> c,
+                          const std::set<int>& replaced) {
+    Step f;
+    f.kind = Step::kConcatAffine;
+    f.op = "ConcatAffine";
+    f.name = node_name(n);
+    f.in = cat.in;
+    for (int& v : f.in) v = int8_source(v, replaced);
+    f.residual = residual >= 0 ? int8_source(residual, replaced) : -1;
+    f.affine_a = std::move(a);
+    f.affine_c = std::move(c);
+    f.tags = {str_cat("concat of ", cat.in.size())};
+    f.out = new_val(n.output(0), p_.vals[cat.out].dims);
+    return f;
   }
 
   // The int8 value that float value v dequantizes, where v comes from a DequantizeLinear step

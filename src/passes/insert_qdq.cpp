@@ -98,12 +98,13 @@ QdqModel insert_qdq(const onnx::ModelProto& model, const QuantPolicy& policy) {
   for (int i = 0; i < graph->node_size(); ++i)
     if (policy.op_types.count(graph->node(i).op_type())) typed.push_back(i);
   std::vector<int> selected;
+  const std::vector<NamePattern> not_quant(policy.not_quant_patterns.begin(),
+                                           policy.not_quant_patterns.end());
   for (size_t k = 0; k < typed.size(); ++k) {
     if (policy.skip_first_last && (k == 0 || k + 1 == typed.size())) continue;
     const std::string& name = graph->node(typed[k]).name();
     bool excluded = false;
-    for (const auto& p : policy.not_quant_patterns)
-      excluded = excluded || name_matches_pattern(name, p);
+    for (const auto& p : not_quant) excluded = excluded || p.matches(name);
     if (!excluded) selected.push_back(typed[k]);
   }
 

@@ -1,7 +1,5 @@
 #include "passes/name_pattern.h"
 
-#include <regex>
-
 #include "common/error.h"
 
 namespace segslim::passes {
@@ -11,22 +9,28 @@ constexpr const char kRegexPrefix[] = "re:";
 
 bool is_regex(const std::string& pattern) { return pattern.rfind(kRegexPrefix, 0) == 0; }
 
-std::regex compile(const std::string& pattern) {
-  return std::regex(pattern.substr(sizeof(kRegexPrefix) - 1), std::regex::ECMAScript);
-}
-
 }  // namespace
 
+NamePattern::NamePattern(std::string pattern) {
+  if (is_regex(pattern)) {
+    regex_.emplace(pattern.substr(sizeof(kRegexPrefix) - 1), std::regex::ECMAScript);
+  } else {
+    text_ = std::move(pattern);
+  }
+}
+
+bool NamePattern::matches(const std::string& name) const {
+  if (regex_) return std::regex_search(name, *regex_);
+  return !text_.empty() && name.find(text_) != std::string::npos;
+}
+
 bool name_matches_pattern(const std::string& name, const std::string& pattern) {
-  if (pattern.empty()) return false;
-  if (!is_regex(pattern)) return name.find(pattern) != std::string::npos;
-  return std::regex_search(name, compile(pattern));
+  return NamePattern(pattern).matches(name);
 }
 
 void check_name_pattern(const std::string& pattern, const std::string& where) {
-  if (!is_regex(pattern)) return;
   try {
-    compile(pattern);
+    NamePattern{pattern};
   } catch (const std::regex_error& e) {
     throw Error(str_cat(where, ": '", pattern, "' is not a valid regular expression (", e.what(),
                         "); write 're:' followed by an ECMAScript regular expression, or a plain "

@@ -20,6 +20,16 @@ inline at::Tensor run_exec(const onnx::ModelProto& m, const at::Tensor& x) {
   return run_model(m, x);
 }
 
+// A BatchNormalization's inference parameters "g", "be", "m", "v" and a PRelu slope "slope"
+// ([C, 1, 1]) for C channels as initializers, drawn in that order from ATen's generator.
+inline void init_bn_prelu(GraphBuilder& b, int64_t channels, double beta_scale = 1.0) {
+  b.init("g", at::rand({channels}) + 0.5);
+  b.init("be", at::randn({channels}) * beta_scale);
+  b.init("m", at::randn({channels}) * 0.1);
+  b.init("v", at::rand({channels}) + 0.5);
+  b.init("slope", at::rand({channels, 1, 1}) * 0.3);
+}
+
 inline std::string joined(const std::vector<std::string>& lines) {
   std::string s;
   for (const auto& l : lines) s += l + "\n";

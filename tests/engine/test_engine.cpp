@@ -60,11 +60,7 @@ TEST(EngineFp32, ConvBnPreluFusesIntoOneStep) {
   at::manual_seed(2);
   GraphBuilder b;
   b.init("w", at::randn({12, 5, 3, 3}));
-  b.init("g", at::rand({12}) + 0.5);
-  b.init("be", at::randn({12}));
-  b.init("m", at::randn({12}) * 0.1);
-  b.init("v", at::rand({12}) + 0.5);
-  b.init("slope", at::rand({12, 1, 1}) * 0.3);
+  init_bn_prelu(b, 12);
   set_attr_ints(b.node("Conv", "conv", {"x", "w"}, {"c"}), "pads", {1, 1, 1, 1});
   b.node("BatchNormalization", "bn", {"c", "g", "be", "m", "v"}, {"n"});
   b.node("PRelu", "act", {"n", "slope"}, {"y"});
@@ -96,11 +92,7 @@ TEST(EngineFp32, ConvReluAddResidualAndStandaloneOps) {
   b.init("w1", at::randn({12, 12, 3, 3}) * 0.2);
   b.init("w2", at::randn({12, 12, 1, 1}) * 0.2);
   b.init("b2", at::randn({12}));
-  b.init("g", at::rand({24}) + 0.5);
-  b.init("be", at::randn({24}));
-  b.init("m", at::randn({24}) * 0.1);
-  b.init("v", at::rand({24}) + 0.5);
-  b.init("slope", at::rand({24, 1, 1}) * 0.3);
+  init_bn_prelu(b, 24);
   b.init("s1", at::full({1}, 0.2f));
   set_attr_ints(b.node("Conv", "c1", {"x", "w1"}, {"c1"}), "pads", {1, 1, 1, 1});
   b.node("Relu", "r1", {"c1"}, {"r1"});
@@ -352,11 +344,7 @@ TEST(EngineFp32, EspnetLikeBlockBatchThree) {
   b.init("wd2", at::randn({8, 8, 3, 3}) * 0.2);
   b.init("wd8", at::randn({8, 8, 3, 3}) * 0.2);
   b.init("wd16", at::randn({8, 8, 3, 3}) * 0.2);
-  b.init("g", at::rand({24}) + 0.5);
-  b.init("be", at::randn({24}));
-  b.init("m", at::randn({24}) * 0.1);
-  b.init("v", at::rand({24}) + 0.5);
-  b.init("slope", at::rand({24, 1, 1}) * 0.3);
+  init_bn_prelu(b, 24);
   b.init("g2", at::rand({24}) + 0.5);
   b.init("be2", at::randn({24}));
   b.init("m2", at::randn({24}) * 0.1);
@@ -416,11 +404,7 @@ TEST(EngineInt8, EspnetLikeTailQuantizesInItsPass) {
   b.init("w1", at::randn({8, 16, 1, 1}) * 0.3);
   b.init("wd1", at::randn({8, 8, 3, 3}) * 0.2);
   b.init("wd2", at::randn({8, 8, 3, 3}) * 0.2);
-  b.init("g", at::rand({16}) + 0.5);
-  b.init("be", at::randn({16}) * 0.2);
-  b.init("m", at::randn({16}) * 0.1);
-  b.init("v", at::rand({16}) + 0.5);
-  b.init("slope", at::rand({16, 1, 1}) * 0.3);
+  init_bn_prelu(b, 16, 0.2);
   b.init("w2", at::randn({16, 16, 3, 3}) * 0.2);
   b.init("w3", at::randn({5, 32, 1, 1}) * 0.3);
   set_attr_ints(b.node("Conv", "c0", {"x", "w0"}, {"c0"}), "pads", {1, 1, 1, 1});
@@ -481,11 +465,7 @@ TEST(EngineInt8, EspnetBlockBranchesRunInOnePass) {
         {"d1", 1}, {"d2", 2}, {"d4", 4}, {"d8", 8}, {"d16", 16}};
     for (const auto& [name, d] : branches)
       b.init("w" + name, at::randn({name == "d1" ? 8 : 3, 5, 3, 3}) * 0.3);
-    b.init("g", at::rand({20}) + 0.5);
-    b.init("be", at::randn({20}) * 0.2);
-    b.init("m", at::randn({20}) * 0.1);
-    b.init("v", at::rand({20}) + 0.5);
-    b.init("slope", at::rand({20, 1, 1}) * 0.3);
+    init_bn_prelu(b, 20, 0.2);
     b.init("w2", at::randn({4, 20, 3, 3}) * 0.2);
     set_attr_ints(b.node("Conv", "c0", {"x", "w0"}, {"c0"}), "pads", {1, 1, 1, 1});
     b.node("Conv", "c1", {"c0", "w1"}, {relu ? "c1r" : "c1"});
@@ -561,11 +541,7 @@ TEST(EngineInt8, ConcatAffineReadsInt8Pieces) {
   GraphBuilder b;
   b.init("w0", at::randn({16, 3, 3, 3}) * 0.3);
   b.init("w1", at::randn({8, 16, 3, 3}) * 0.2);
-  b.init("g", at::rand({24}) + 0.5);
-  b.init("be", at::randn({24}) * 0.2);
-  b.init("m", at::randn({24}) * 0.1);
-  b.init("v", at::rand({24}) + 0.5);
-  b.init("slope", at::rand({24, 1, 1}) * 0.3);
+  init_bn_prelu(b, 24, 0.2);
   b.init("w2", at::randn({4, 24, 1, 1}) * 0.3);
   set_attr_ints(b.node("Conv", "c0", {"x", "w0"}, {"a"}), "pads", {1, 1, 1, 1});
   set_attr_ints(b.node("Conv", "c1", {"a", "w1"}, {"c"}), "pads", {1, 1, 1, 1});
