@@ -17,7 +17,9 @@
 //    planes, a 16 x 16 register transpose turns them channels-last, and the tail
 //    (concat_affine.h) runs on each row while it is in cache: no float piece maps.
 // s8 codes are stored plus 128 (u8) and 128 x (the channel's weight sum) is subtracted from each
-// sum, which is exact because the padding border holds 128 (the code of zero) too.
+// sum, which is exact because the padding border holds 128 (the code of zero) too. Taps that
+// read only the border for a whole 16-pixel strip (large dilations near the edges) are skipped,
+// their weights left out of that sum.
 #include <cstdint>
 #include <memory>
 #include <vector>
