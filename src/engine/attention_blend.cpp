@@ -59,6 +59,7 @@ SEGSLIM_BLEND_CLONES void blend_u8(const BlendArgs& g, float inv, int64_t begin,
 void attention_blend_nhwc(const BlendArgs& g) {
   SEGSLIM_CHECK(g.x && g.a && g.y && g.b && g.out && g.pixels > 0 && g.channels > 0,
                 "attention_blend_nhwc: empty arguments");
+  SEGSLIM_CHECK(g.type != ElemType::kF16, "attention_blend_nhwc: no float16 output");
   SEGSLIM_CHECK(g.type == ElemType::kF32 || g.scale > 0, "attention_blend_nhwc: output scale ",
                 g.scale, " must be positive");
   const float inv = 1.f / g.scale;
@@ -71,6 +72,8 @@ void attention_blend_nhwc(const BlendArgs& g) {
         return blend_s8(g, inv, begin, end);
       case ElemType::kU8:
         return blend_u8(g, inv, begin, end);
+      case ElemType::kF16:  // refused above
+        return;
     }
   });
 }

@@ -80,6 +80,7 @@ void reduce_channels(const float* src, void* dst, int64_t n, int64_t c, int64_t 
                      ChannelLayout layout, ChannelReduceOp op, ElemType type, float scale) {
   SEGSLIM_CHECK(n > 0 && c > 0 && h > 0 && w > 0, "reduce_channels: empty tensor ", n, "x", c, "x",
                 h, "x", w);
+  SEGSLIM_CHECK(type != ElemType::kF16, "reduce_channels: no float16 output");
   SEGSLIM_CHECK(type == ElemType::kF32 || scale > 0, "reduce_channels: output scale ", scale,
                 " must be positive");
   const float inv = 1.f / scale;

@@ -29,6 +29,13 @@ SEGSLIM_INLINE void read(const T* __restrict s, float k, float* __restrict x, in
     x[c] = kAdd ? x[c] + v : v;
   }
 }
+template <bool kAdd>
+SEGSLIM_INLINE void read_half(const uint16_t* __restrict s, float* __restrict x, int64_t n) {
+  for (int64_t c = 0; c < n; ++c) {
+    const float v = half_to_float(s[c]);
+    x[c] = kAdd ? x[c] + v : v;
+  }
+}
 // n values of `in` from element `at` on.
 template <bool kAdd>
 SEGSLIM_INLINE void read(const AffineInput& in, int64_t at, float* x, int64_t n) {
@@ -39,6 +46,8 @@ SEGSLIM_INLINE void read(const AffineInput& in, int64_t at, float* x, int64_t n)
       return read<kAdd>(static_cast<const int8_t*>(in.data) + at, in.scale, x, n);
     case ElemType::kU8:
       return read<kAdd>(static_cast<const uint8_t*>(in.data) + at, in.scale, x, n);
+    case ElemType::kF16:
+      return read_half<kAdd>(static_cast<const uint16_t*>(in.data) + at, x, n);
   }
 }
 // x = fake_quant(x) at scale q.scale in q.type's range (ConcatQuant).
@@ -63,6 +72,9 @@ SEGSLIM_INLINE void affine_prelu(const float* __restrict a, const float* __restr
 }
 SEGSLIM_INLINE void store(const float* __restrict x, float* __restrict o, int64_t n) {
   for (int64_t c = 0; c < n; ++c) o[c] = x[c];
+}
+SEGSLIM_INLINE void store_f16(const float* __restrict x, uint16_t* __restrict o, int64_t n) {
+  for (int64_t c = 0; c < n; ++c) o[c] = float_to_half(x[c]);
 }
 SEGSLIM_INLINE void store_s8(const float* __restrict x, float inv, int8_t* __restrict o,
                              int64_t n) {
@@ -116,6 +128,9 @@ __attribute__((target_clones("avx2", "default"))) void run_pixels_plain(
         case ElemType::kU8:
           store_u8(x, 1.f / o.scale, static_cast<uint8_t*>(o.data) + t0 * C, n);
           break;
+        case ElemType::kF16:
+          store_f16(x, static_cast<uint16_t*>(o.data) + t0 * C, n);
+          break;
       }
     }
   }
@@ -163,6 +178,8 @@ SEGSLIM_INLINE const T* element(const void* data, int64_t at) {
 __attribute__((target("avx512f,avx512bw,avx512vl"))) SEGSLIM_INLINE __m512
 load16(const AffineInput& in, int64_t at, __mmask16 m) {
   if (in.type == ElemType::kF32) return _mm512_maskz_loadu_ps(m, element<float>(in.data, at));
+  if (in.type == ElemType::kF16)
+    return _mm512_maskz_cvtph_ps(m, _mm256_maskz_loadu_epi16(m, element<uint16_t>(in.data, at)));
   const __m128i q = _mm_maskz_loadu_epi8(m, element<int8_t>(in.data, at));
   const __m512i i32 = in.type == ElemType::kS8 ? _mm512_maskz_cvtepi8_epi32(m, q)
                                                : _mm512_maskz_cvtepu8_epi32(m, q);
@@ -214,6 +231,17 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) SEGSLIM_INLINE void store16
       _mm512_storeu_ps(d, y);
     } else {
       _mm512_mask_storeu_ps(d, m, y);
+    }
+    return;
+  }
+  if (o.type == ElemType::kF16) {
+    auto* d = reinterpret_cast<uint16_t*>(o.at + static_cast<uintptr_t>(px * channels * 2));
+    const __m256i h =
+        _mm512_maskz_cvtps_ph(__mmask16(0xffff), y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    if (m == 0xffff) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), h);
+    } else {
+      _mm256_mask_storeu_epi16(d, m, h);
     }
     return;
   }
@@ -279,7 +307,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void run_pixels_avx512(
       k.slope = k.prelu ? _mm512_maskz_loadu_ps(k.m, coef.slope.data() + c0) : _mm512_setzero_ps();
       for (size_t o = 0; o < outs.size(); ++o) {
         chunk_outs[o] = outs[o];
-        chunk_outs[o].at += static_cast<uintptr_t>(c0 * (outs[o].type == ElemType::kF32 ? 4 : 1));
+        chunk_outs[o].at += static_cast<uintptr_t>(c0 * elem_bytes(outs[o].type));
       }
       const std::vector<Segment>& segments = chunks[j].segments;
       if (segments.size() == 1 && outs.size() <= kMaxFastOuts) {
@@ -314,7 +342,7 @@ ConcatAffineCoefficients::ConcatAffineCoefficients(const std::vector<float>& a_c
     : channels(static_cast<int64_t>(a_c.size())),
       tile_pixels(std::max<int64_t>(1, 2048 / std::max<int64_t>(channels, 1))),
       concat_quant(quant) {
-  SEGSLIM_CHECK(quant.scale >= 0.f && quant.type != ElemType::kF32,
+  SEGSLIM_CHECK(quant.scale >= 0.f && (quant.type == ElemType::kS8 || quant.type == ElemType::kU8),
                 "concat_affine: the concatenation's quantization needs a scale >= 0 (0: none) "
                 "and an int8 type, not scale ",
                 quant.scale);
@@ -341,8 +369,8 @@ void check_args(const ConcatAffineArgs& args) {
                 "concat_affine_nhwc: the residual has ", args.residual.channels,
                 " channels, the output ", C);
   for (const auto& o : args.outs)
-    SEGSLIM_CHECK(o.type == ElemType::kF32 || o.scale > 0, "concat_affine_nhwc: output scale ",
-                  o.scale, " must be positive");
+    SEGSLIM_CHECK(o.type == ElemType::kF32 || o.type == ElemType::kF16 || o.scale > 0,
+                  "concat_affine_nhwc: output scale ", o.scale, " must be positive");
 }
 
 }  // namespace

@@ -16,7 +16,7 @@
 namespace segslim::engine {
 
 // A channels-last tensor of `pixels` rows of `channels` values; int8 ones dequantize as
-// q * scale (zero point 0).
+// q * scale (zero point 0); float16 ones (kF16) convert exactly to float.
 struct AffineInput {
   const void* data = nullptr;
   ElemType type = ElemType::kF32;
@@ -24,9 +24,9 @@ struct AffineInput {
   int64_t channels = 0;
 };
 
-// An output row-major like the inputs with all channels; int8 ones are
-// saturate(round_half_even(y / scale)), computed as y * (1 / scale) like PyTorch's fake
-// quantization.
+// An output row-major like the inputs with all channels; float16 ones round to nearest even;
+// int8 ones are saturate(round_half_even(y / scale)), computed as y * (1 / scale) like
+// PyTorch's fake quantization.
 struct AffineOutput {
   void* data = nullptr;
   ElemType type = ElemType::kF32;

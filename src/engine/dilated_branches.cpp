@@ -170,7 +170,7 @@ void fill_row(const uint8_t* src, uint8_t* dst, int64_t w, int64_t c, const Layo
 template <typename T>
 T* element(T* base, ElemType type, int64_t i) {
   using Byte = std::conditional_t<std::is_const_v<T>, const char, char>;
-  return reinterpret_cast<T*>(reinterpret_cast<Byte*>(base) + i * (type == ElemType::kF32 ? 4 : 1));
+  return reinterpret_cast<T*>(reinterpret_cast<Byte*>(base) + i * elem_bytes(type));
 }
 
 }  // namespace
@@ -207,7 +207,8 @@ DilatedBranches::DilatedBranches(const DilatedBranchesShape& shape,
   SEGSLIM_CHECK(!branches.empty() && shape.n > 0 && shape.h > 0 && shape.w > 0 && C > 0,
                 "dilated_branches: ", branches.size(), " branches over ", shape.n, "x", shape.h,
                 "x", shape.w, "x", C, " input");
-  SEGSLIM_CHECK(shape.src_type != ElemType::kF32, "dilated_branches: the input must be int8 codes");
+  SEGSLIM_CHECK(shape.src_type == ElemType::kS8 || shape.src_type == ElemType::kU8,
+                "dilated_branches: the input must be int8 codes");
   const bool s8 = shape.src_type == ElemType::kS8;
   for (const auto& br : branches) k.border = std::max(k.border, br.dilation);
   k.layout.groups = (C + kGroup - 1) / kGroup;

@@ -3,6 +3,7 @@
 // memory plan (memory_plan.cpp). Here: the public API, the load-time support check and run().
 #include "engine/engine.h"
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 
@@ -72,6 +73,8 @@ std::unique_ptr<Plan> Engine::Impl::compile(const std::vector<int64_t>& in_dims)
   auto p = std::make_unique<Plan>();
   p->opset = opset;
   build_ir(model, opt, opset, input_name, in_dims, *p);
+  p->half_links = opt.half_links &&
+                  std::any_of(p->ir.begin(), p->ir.end(), [](const Step& s) { return s.int8; });
   lower_plan(*p, eng, strm);
   // graph boundary: the output to NCHW f32, directly when it has that layout already
   Val& ov = p->vals[p->output_val];

@@ -586,6 +586,21 @@ class Lowering {
 
   // Whether a step after ir[from] reads value v (an input, a residual post-op operand, a
   // concat_affine's residual) or v is the graph output.
+  // Whether every step after `from` that reads v is a concat_affine step reading it as a piece
+  // or its residual (so v may be stored as float16: Plan::half_links).
+  bool read_by_tails_only(int v, size_t from) const {
+    if (v == p_.output_val) return false;
+    for (size_t k = from + 1; k < p_.ir.size(); ++k) {
+      const Step& t = p_.ir[k];
+      if (t.removed) continue;
+      const bool reads = std::count(t.in.begin(), t.in.end(), v) || t.residual == v;
+      bool other = false;
+      for (const auto& po : t.post) other = other || (po.kind == PostOp::kAdd && po.val == v);
+      if (other || (reads && t.kind != Step::kConcatAffine)) return false;
+    }
+    return true;
+  }
+
   bool read_after(int v, size_t from) const {
     if (v == p_.output_val) return true;
     for (size_t k = from + 1; k < p_.ir.size(); ++k) {
@@ -599,6 +614,7 @@ class Lowering {
   }
 
   static ElemType elem_type(dt t) {
+    if (t == dt::f16) return ElemType::kF16;
     return t == dt::f32 ? ElemType::kF32 : t == dt::s8 ? ElemType::kS8 : ElemType::kU8;
   }
 
@@ -683,12 +699,18 @@ class Lowering {
     };
     auto input = [&](int v) {
       const Val& x = p_.vals[v];
-      return AffineInput{nullptr, elem_type(x.type), x.type == dt::f32 ? 1.f : x.scale, x.dims[1]};
+      const bool real = x.type == dt::f32 || x.type == dt::f16;
+      return AffineInput{nullptr, elem_type(x.type), real ? 1.f : x.scale, x.dims[1]};
     };
     TailBinding tail;
     if (s.residual >= 0) {
       tail.residual_val = nhwc(s.residual);
       tail.residual = input(tail.residual_val);
+    }
+    if (f32_read && in_ir && p_.half_links &&
+        read_by_tails_only(s.out, static_cast<size_t>(&s - p_.ir.data()))) {
+      p_.vals[s.out].type = dt::f16;
+      s.tags.push_back("->f16");
     }
     if (f32_read) tail.out_vals.push_back(s.out);
     for (int q : s.qouts) tail.out_vals.push_back(q);

@@ -186,6 +186,9 @@ struct Plan {
   std::vector<std::string> lines;
   int int8_steps = 0;
   int64_t opset = 13;
+  // Float maps written by the engine's own concat_affine steps and read only by such steps
+  // (pieces or residuals) are stored as float16: EngineOptions::half_links on an INT8 model.
+  bool half_links = false;
   int input_val = -1, output_val = -1;
   std::vector<memory> mems;  // per val, after planning
   std::shared_ptr<uint8_t> arena;

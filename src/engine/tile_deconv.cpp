@@ -61,6 +61,8 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void expand(
       return expand_typed<int8_t>(g, row, padded, planar, expanded);
     case ElemType::kU8:
       return expand_typed<uint8_t>(g, row, padded, planar, expanded);
+    case ElemType::kF16:  // refused by tile_deconv_to_nchw
+      return;
   }
 }
 
@@ -127,9 +129,10 @@ void tile_deconv_to_nchw(const TileDeconvArgs& g) {
   SEGSLIM_CHECK(g.src && g.out && g.pattern && g.scale && g.bias && g.n > 0 && g.h > 0 && g.w > 0 &&
                     g.c > 0 && g.o > 0 && g.kh > 0 && g.kw > 0 && L % g.kw == 0,
                 "tile_deconv_to_nchw: bad arguments");
+  SEGSLIM_CHECK(g.src_type != ElemType::kF16, "tile_deconv_to_nchw: no float16 input");
   const int64_t oh = g.h * g.kh, ow = g.w * g.kw;
   const int64_t padded = (ow + L - 1) / L * L;
-  const int64_t elem = g.src_type == ElemType::kF32 ? 4 : 1;
+  const int64_t elem = elem_bytes(g.src_type);
   const auto paint = use_avx512() ? paint_row_avx512 : paint_row_plain;
   // one input row (n, h) at a time: its kh output rows in every output channel
   at::parallel_for(0, g.n * g.h, 1, [&](int64_t first, int64_t last) {

@@ -51,6 +51,7 @@ ModelRunner onednn_runner(const onnx::ModelProto& model, const RunnerOptions& o)
   options.origin = o.origin;
   options.int8_op_types = o.int8_op_types;
   options.profile = o.profile;
+  options.half_links = o.half_links;
   auto eng = std::make_shared<engine::Engine>(model, options);
   ModelRunner r;
   r.backend = "onednn";

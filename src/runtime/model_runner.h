@@ -41,6 +41,7 @@ struct RunnerOptions {
   // quantizes) and per-step timing.
   std::set<std::string> int8_op_types;
   bool profile = false;
+  bool half_links = true;  // EngineOptions::half_links
 };
 
 // kAuto: the oneDNN engine when it accepts the model, else the LibTorch executor (with a note

@@ -532,6 +532,94 @@ TEST(EngineInt8, EspnetBlockBranchesRunInOnePass) {
   unsetenv("SEGSLIM_NO_AVX512");
 }
 
+// Two ESPNet blocks in a row, then a BR module (Concat -> BN -> PRelu), conv-only QDQ: block
+// A's float output is block B's residual, block B's is a piece of the BR module; both pass only
+// between concat_affine steps, so they are stored as float16 (EngineOptions::half_links). c0's
+// float output, read by the BR module but made by a oneDNN conv, stays float32. The result
+// matches the executor's fake-quant run and the float32-links engine within the int8 bounds
+// (float16 rounds to 2^-11 relative); an FP32 model and half_links = false keep float32.
+TEST(EngineInt8, BlockOutputsPassAsHalf) {
+  at::manual_seed(41);
+  GraphBuilder b;
+  b.init("w0", at::randn({20, 3, 3, 3}) * 0.3);
+  const std::vector<std::pair<std::string, int64_t>> branches{
+      {"d1", 1}, {"d2", 2}, {"d4", 4}, {"d8", 8}, {"d16", 16}};
+  set_attr_ints(b.node("Conv", "c0", {"x", "w0"}, {"c0"}), "pads", {1, 1, 1, 1});
+  std::string in = "c0";
+  for (const std::string blk : {"A", "B"}) {  // c1, the branches, the sums, + residual, BN, PRelu
+    b.init("w1" + blk, at::randn({5, 20, 1, 1}) * 0.3);
+    b.node("Conv", "c1" + blk, {in, "w1" + blk}, {"c1" + blk});
+    std::vector<std::string> pieces;
+    for (const auto& [name, d] : branches) {
+      const std::string n = name + blk;
+      b.init("w" + n, at::randn({name == "d1" ? 8 : 3, 5, 3, 3}) * 0.3);
+      auto* node = b.node("Conv", n, {"c1" + blk, "w" + n}, {n});
+      set_attr_ints(node, "pads", {d, d, d, d});
+      set_attr_ints(node, "dilations", {d, d});
+      pieces.push_back(n);
+    }
+    for (size_t k = 2; k < pieces.size(); ++k) {  // the hierarchical sums
+      b.node("Add", "s" + std::to_string(k) + blk, {pieces[k - 1], pieces[k]},
+             {"s" + std::to_string(k) + blk});
+      pieces[k] = "s" + std::to_string(k) + blk;
+    }
+    set_attr_int(b.node("Concat", "cat" + blk, pieces, {"cat" + blk}), "axis", 1);
+    b.node("Add", "res" + blk, {"cat" + blk, in}, {"r" + blk});
+    b.init("g" + blk, at::rand({20}) + 0.5);
+    b.init("be" + blk, at::randn({20}) * 0.2);
+    b.init("m" + blk, at::randn({20}) * 0.1);
+    b.init("v" + blk, at::rand({20}) + 0.5);
+    b.init("slope" + blk, at::rand({20, 1, 1}) * 0.3);
+    b.node("BatchNormalization", "bn" + blk,
+           {"r" + blk, "g" + blk, "be" + blk, "m" + blk, "v" + blk}, {"bn" + blk});
+    b.node("PRelu", "p" + blk, {"bn" + blk, "slope" + blk}, {"p" + blk});
+    in = "p" + blk;
+  }
+  set_attr_int(b.node("Concat", "br", {"pB", "c0"}, {"br"}), "axis", 1);
+  b.init("g", at::rand({40}) + 0.5);
+  b.init("be", at::randn({40}) * 0.2);
+  b.init("m", at::randn({40}) * 0.1);
+  b.init("v", at::rand({40}) + 0.5);
+  b.init("slope", at::rand({40, 1, 1}) * 0.3);
+  b.node("BatchNormalization", "bn", {"br", "g", "be", "m", "v"}, {"bn"});
+  b.node("PRelu", "p", {"bn", "slope"}, {"p"});
+  b.init("w2", at::randn({4, 40, 3, 3}) * 0.2);
+  set_attr_ints(b.node("Conv", "c2", {"p", "w2"}, {"y"}), "pads", {1, 1, 1, 1});
+  b.output("y");
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{2, 3, 20, 37}, {1, 3, 1, 1}}) {
+    const at::Tensor x = at::randn(shape);
+    const auto q = quantize(b.model, x);
+    for (const char* no_avx512 : {"0", "1"}) {
+      setenv("SEGSLIM_NO_AVX512", no_avx512, 1);
+      Engine eng(q);
+      expect_int8_match(eng, q, x);
+      const std::string d = joined(eng.describe());
+      for (const std::string line :
+           {"ConcatAffine bnA concat of 5 +residual +bn +prelu ->s8 ->f16 [",
+            "ConcatAffine bnB concat of 5 +residual +bn +prelu ->f16 [",
+            "ConcatAffine bn concat of 2 +bn +prelu ->s8 ["})
+        EXPECT_NE(d.find(line), std::string::npos) << line << "\n" << d;
+      EXPECT_EQ(d.find("bn concat of 2 +bn +prelu ->s8 ->f16"), std::string::npos) << d;
+      EXPECT_EQ(d.find("Conv c0 int8 s8 ->f16"), std::string::npos) << d;
+      EngineOptions f32_links;
+      f32_links.half_links = false;
+      Engine exact(q, f32_links);
+      EXPECT_EQ(joined(exact.describe()).find("->f16"), std::string::npos);
+      const at::Tensor got = eng.run(x), ref = exact.run(x);
+      // float16 links move a value by at most 2^-11 of it; the int8 steps after them may flip
+      // a code by one step where a value sits near a rounding boundary (here about 1 output in
+      // 40 moves by about a step), nowhere more
+      const double step = ref.abs().max().item<double>() / 127;
+      const at::Tensor err = (got - ref).abs();
+      EXPECT_LE(err.max().item<double>(), 2 * step) << d;
+      EXPECT_LT(err.mean().item<double>(), 0.05 * step) << d;
+      Engine fp32(b.model);
+      EXPECT_EQ(joined(fp32.describe()).find("->f16"), std::string::npos);
+    }
+  }
+  unsetenv("SEGSLIM_NO_AVX512");
+}
+
 // ESPNet's BR module (Concat -> BN -> PRelu) where the model quantizes the Concat's inputs that
 // another quantized node reads anyway (QuantPolicy::sum_inputs_shared_only): the one-pass step
 // reads that piece as int8, no DequantizeLinear step, and the conv making it writes only int8.

@@ -3,6 +3,9 @@
 // (plain-layout bilinear output, int8 average pooling) against ATen, and per-step profiling.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstring>
+
 #include "common/error.h"
 #include "engine/attention_blend.h"
 #include "engine/bilinear_resize.h"
@@ -810,6 +813,50 @@ void expect_quantized(const at::Tensor& got, const at::Tensor& want, float scale
       << what;
 }
 
+// The portable float16 conversions (int8_store.h) against ATen's, bit for bit: every one of
+// the 65536 halves to float; to half, values across the whole range (subnormals, normals,
+// both overflow sides of 65504 and 65520), exact rounding ties, infinities and NaN.
+TEST(EngineOps, HalfConversionsMatchAten) {
+  const at::Tensor bits = at::arange(0, 65536, at::kInt).to(at::kShort);
+  const at::Tensor halves = bits.view(at::kHalf);
+  const at::Tensor want = halves.to(at::kFloat);
+  for (int64_t i = 0; i < 65536; ++i) {
+    const float got = engine::half_to_float(static_cast<uint16_t>(i));
+    const float ref = want[i].item<float>();
+    if (std::isnan(ref)) {
+      EXPECT_TRUE(std::isnan(got)) << i;
+    } else {
+      ASSERT_EQ(std::memcmp(&got, &ref, sizeof got), 0)
+          << "half bits " << i << ": " << got << " vs " << ref;
+    }
+  }
+  at::manual_seed(37);
+  // log-uniform magnitudes 2^-30 .. 2^17, both signs; the midpoints between neighbouring
+  // finite halves (ties: the even one wins) and just beside them; special values
+  const at::Tensor mag = at::exp2(at::rand({200000}) * 47 - 30);
+  const at::Tensor sign = at::where(at::rand({200000}) < 0.5, -1.f, 1.f);
+  const at::Tensor finite = want.index({at::isfinite(want)});
+  const at::Tensor sorted = std::get<0>(at::sort(finite.index({finite >= 0})));
+  const at::Tensor mid = (sorted.slice(0, 1) + sorted.slice(0, 0, -1)) / 2;
+  const at::Tensor specials = at::tensor({0.f, -0.f, 65504.f, 65519.99f, 65520.f, 1e9f, 6.1e-5f,
+                                          5.96e-8f, 2.98e-8f, 2.99e-8f, INFINITY, -INFINITY, NAN});
+  const at::Tensor x = at::cat({mag * sign, mid, -mid, at::nextafter(mid, mid * 2),
+                                at::nextafter(mid, at::zeros_like(mid)), specials});
+  const at::Tensor ref = x.to(at::kHalf).view(at::kShort).to(at::kInt);
+  const float* xs = x.data_ptr<float>();
+  const int32_t* rs = ref.data_ptr<int32_t>();
+  int64_t wrong = 0;
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const auto got = engine::float_to_half(xs[i]);
+    const auto r = static_cast<uint16_t>(rs[i]);
+    const bool nan = std::isnan(xs[i]);
+    if (nan ? (got & 0x7c00u) != 0x7c00u || (got & 0x3ffu) == 0 : got != r) {
+      if (++wrong <= 5) ADD_FAILURE() << xs[i] << ": half bits " << got << ", ATen " << r;
+    }
+  }
+  EXPECT_EQ(wrong, 0);
+}
+
 TEST(EngineOps, ConcatAffineKernelMatchesAten) {
   at::manual_seed(29);
   using engine::ElemType;
@@ -841,11 +888,17 @@ TEST(EngineOps, ConcatAffineKernelMatchesAten) {
        ElemType::kS8,
        true,
        ElemType::kS8},
-      {{1, 5, 7},
-       {{3, ElemType::kS8}, {20, ElemType::kF32}},
-       ElemType::kF32,
-       false,
-       ElemType::kU8}};
+      {{1, 5, 7}, {{3, ElemType::kS8}, {20, ElemType::kF32}}, ElemType::kF32, false, ElemType::kU8},
+      // float16 links (EngineOptions::half_links): a block's tail with a half residual, a BR
+      // module with half pieces
+      {{2, 6, 9},
+       {{28, ElemType::kF16}, {25, ElemType::kS8}, {3, ElemType::kF32}},
+       ElemType::kF16,
+       true},
+      {{1, 9, 11},
+       {{64, ElemType::kF16}, {64, ElemType::kF16}, {3, ElemType::kF32}},
+       ElemType::kU8,
+       true}};
   // Both piece readers: the AVX-512 masked one (where the CPU has it) and the plain loops.
   for (const char* no_avx512 : {"0", "1"})
     for (const auto& c : cases) {
@@ -856,12 +909,14 @@ TEST(EngineOps, ConcatAffineKernelMatchesAten) {
       std::vector<at::Tensor> stored, real;  // NHWC as the kernel reads them; NCHW dequantized
       engine::ConcatAffineArgs args;
       auto make = [&](int64_t ch, ElemType type, float scale) {
-        at::Tensor t = type == ElemType::kF32  ? at::randn({N, H, W, ch}) * 2
+        at::Tensor t = type == ElemType::kF32   ? at::randn({N, H, W, ch}) * 2
+                       : type == ElemType::kF16 ? (at::randn({N, H, W, ch}) * 2).to(at::kHalf)
                        : type == ElemType::kS8 ? at::randint(-128, 128, {N, H, W, ch}).to(at::kChar)
                                                : at::randint(0, 256, {N, H, W, ch}).to(at::kByte);
         stored.push_back(t);
+        const bool real_valued = type == ElemType::kF32 || type == ElemType::kF16;
         real.push_back(
-            (type == ElemType::kF32 ? t : t.to(at::kFloat) * scale).permute({0, 3, 1, 2}));
+            (real_valued ? t.to(at::kFloat) : t.to(at::kFloat) * scale).permute({0, 3, 1, 2}));
         return engine::AffineInput{t.data_ptr(), type, scale, ch};
       };
       for (const auto& p : c.pieces) args.pieces.push_back(make(p.c, p.type, 0.013f));
@@ -890,7 +945,7 @@ TEST(EngineOps, ConcatAffineKernelMatchesAten) {
       args.coefficients = &k;
       const float s8_scale = 0.05f, u8_scale = 0.02f;  // both saturate part of the range
       at::Tensor f32 = at::empty({N, H, W, C}), s8 = at::empty({N, H, W, C}, at::kChar),
-                 u8 = at::empty({N, H, W, C}, at::kByte);
+                 u8 = at::empty({N, H, W, C}, at::kByte), f16 = at::empty({N, H, W, C}, at::kHalf);
       args.outs = {{s8.data_ptr(), ElemType::kS8, s8_scale},
                    {f32.data_ptr(), ElemType::kF32, 1.f},
                    {u8.data_ptr(), ElemType::kU8, u8_scale}};
@@ -899,6 +954,10 @@ TEST(EngineOps, ConcatAffineKernelMatchesAten) {
       const std::string what =
           str_cat(C, " channels, ", N * H * W, " pixels, SEGSLIM_NO_AVX512=", no_avx512);
       EXPECT_TRUE(at::allclose(f32.permute({0, 3, 1, 2}), want, 1e-5, 1e-5)) << what;
+      // a float16 output: the float result rounded to nearest even, as ATen rounds it
+      args.outs = {{f16.data_ptr(), ElemType::kF16, 1.f}};
+      engine::concat_affine_nhwc(args);
+      EXPECT_TRUE(at::equal(f16, f32.to(at::kHalf))) << what;
       for (const auto& [got, scale, lo, hi] :
            {std::tuple{s8, s8_scale, -128, 127}, std::tuple{u8, u8_scale, 0, 255}}) {
         expect_quantized(got, want, scale, lo, hi, what);
@@ -917,14 +976,14 @@ TEST(EngineOps, ConcatAffineKernelMatchesAten) {
       EXPECT_TRUE(at::equal(s8b, s8)) << what;
       // more outputs than the AVX-512 path's single-piece loop takes (its general loop)
       at::Tensor f32c = at::empty_like(f32), s8c = at::empty_like(s8), u8c = at::empty_like(u8),
-                 s8d = at::empty_like(s8);
+                 f16c = at::empty_like(f16);
       args.outs = {{s8c.data_ptr(), ElemType::kS8, s8_scale},
                    {f32c.data_ptr(), ElemType::kF32, 1.f},
                    {u8c.data_ptr(), ElemType::kU8, u8_scale},
-                   {s8d.data_ptr(), ElemType::kS8, s8_scale}};
+                   {f16c.data_ptr(), ElemType::kF16, 1.f}};
       engine::concat_affine_nhwc(args);
       EXPECT_TRUE(at::equal(f32c, f32) && at::equal(s8c, s8) && at::equal(u8c, u8) &&
-                  at::equal(s8d, s8))
+                  at::equal(f16c, f16))
           << what;
     }
   unsetenv("SEGSLIM_NO_AVX512");
@@ -972,6 +1031,11 @@ TEST(EngineOps, DilatedBranchesKernelMatchesAten) {
        ElemType::kS8,
        true},
       {{1, 3, 5, 7}, ElemType::kS8, {{64, 1, false}, {64, 3, true}}, ElemType::kU8, false},
+      {{1, 8, 23, 12},  // a float16 residual (EngineOptions::half_links)
+       ElemType::kS8,
+       {{16, 1, false}, {12, 2, false}, {12, 4, true}, {12, 8, true}, {12, 16, true}},
+       ElemType::kF16,
+       true},
       {{1, 1, 1, 1}, ElemType::kU8, {{1, 1, false}, {3, 2, false}}, ElemType::kU8, false}};
   auto floats = [](const at::Tensor& t) {
     const at::Tensor c = t.contiguous();
@@ -1015,13 +1079,14 @@ TEST(EngineOps, DilatedBranchesKernelMatchesAten) {
     at::Tensor stored_residual;
     if (c.residual != ElemType::kU8) {
       const float rs = 0.02f;
-      stored_residual = c.residual == ElemType::kF32
-                            ? at::randn({N, H, W, Ct})
+      stored_residual = c.residual == ElemType::kF32 ? at::randn({N, H, W, Ct})
+                        : c.residual == ElemType::kF16
+                            ? at::randn({N, H, W, Ct}).to(at::kHalf)
                             : at::randint(-128, 128, {N, H, W, Ct}).to(at::kChar);
       residual = {stored_residual.data_ptr(), c.residual, rs, Ct};
-      want = want +
-             (c.residual == ElemType::kF32 ? stored_residual : stored_residual.to(at::kFloat) * rs)
-                 .permute({0, 3, 1, 2});
+      want = want + (c.residual == ElemType::kS8 ? stored_residual.to(at::kFloat) * rs
+                                                 : stored_residual.to(at::kFloat))
+                        .permute({0, 3, 1, 2});
     }
     const at::Tensor a = at::rand({Ct}) + 0.5, b = at::randn({Ct}), slope = at::rand({Ct}) * 0.3;
     want = want * a.view({1, Ct, 1, 1}) + b.view({1, Ct, 1, 1});
@@ -1031,14 +1096,16 @@ TEST(EngineOps, DilatedBranchesKernelMatchesAten) {
     ASSERT_EQ(kernel.channels(), Ct);
     const float s8_scale = want.abs().max().item<float>() / 100, u8_scale = s8_scale / 2;
     at::Tensor f32 = at::empty({N, H, W, Ct}), s8 = at::empty({N, H, W, Ct}, at::kChar),
-               u8 = at::empty({N, H, W, Ct}, at::kByte);
+               u8 = at::empty({N, H, W, Ct}, at::kByte), f16 = at::empty({N, H, W, Ct}, at::kHalf);
     // twice: the padded image's border must stay as it was after a run
     for (int run = 0; run < 2; ++run) {
       kernel.run(codes.data_ptr(), residual,
                  {{f32.data_ptr(), ElemType::kF32, 1.f},
                   {s8.data_ptr(), ElemType::kS8, s8_scale},
-                  {u8.data_ptr(), ElemType::kU8, u8_scale}});
+                  {u8.data_ptr(), ElemType::kU8, u8_scale},
+                  {f16.data_ptr(), ElemType::kF16, 1.f}});
       const std::string what = str_cat(N, "x", H, "x", W, "x", C, " -> ", Ct, ", run ", run);
+      EXPECT_TRUE(at::equal(f16, f32.to(at::kHalf))) << what;
       const at::Tensor err = (f32.permute({0, 3, 1, 2}) - want).abs();
       if (concat_quant.scale == 0.f) {
         EXPECT_TRUE(at::allclose(f32.permute({0, 3, 1, 2}), want, 1e-5, 1e-5))

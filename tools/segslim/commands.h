@@ -37,10 +37,11 @@ void run_data_parallel_job(const dist::LaunchOptions& launch, int threads, bool 
 // The command line this process was started with (a launcher starts its workers with it).
 const std::vector<std::string>& command_line();
 
-// --engine onednn|torch|auto and --int8-ops, for the commands that run inference.
+// --engine onednn|torch|auto, --int8-ops and --f32-links, for the commands that run inference.
 struct EngineArgs {
   std::string engine = "onednn";
-  std::string int8_ops;  // comma-separated op types; empty = all the model quantizes
+  std::string int8_ops;    // comma-separated op types; empty = all the model quantizes
+  bool f32_links = false;  // EngineOptions::half_links off
 };
 void add_engine_options(CLI::App& cmd, EngineArgs& args);
 RunnerOptions runner_options(const EngineArgs& args, const std::string& origin);

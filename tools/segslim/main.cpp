@@ -62,6 +62,9 @@ void add_engine_options(CLI::App& cmd, EngineArgs& args) {
   cmd.add_option("--int8-ops", args.int8_ops,
                  "oneDNN: comma-separated op types to run in INT8, e.g. Conv,Concat (default: "
                  "every op the QDQ model quantizes); the rest run FP32");
+  cmd.add_flag("--f32-links", args.f32_links,
+               "oneDNN, INT8 models: keep float maps between the engine's fused int8 steps in "
+               "float32 (default: float16, half the memory traffic)");
 }
 
 RunnerOptions runner_options(const EngineArgs& args, const std::string& origin) {
@@ -69,6 +72,7 @@ RunnerOptions runner_options(const EngineArgs& args, const std::string& origin) 
   o.backend = parse_backend(args.engine);
   o.origin = origin;
   o.int8_op_types = parse_int8_op_types(args.int8_ops);
+  o.half_links = !args.f32_links;
   return o;
 }
 
