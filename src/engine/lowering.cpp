@@ -494,6 +494,9 @@ class Lowering {
           t.qouts = {s.out};
           t.tags = {"->" + std::string(out.type == dt::u8 ? "u8" : "s8")};
           requant = false;
+        } else if (dst == s.out && half_link(s)) {
+          p_.vals[s.out].type = dt::f16;
+          t.tags = {"->f16"};
         }
       } else {
         t.kind = Step::kElt;
@@ -599,6 +602,12 @@ class Lowering {
       if (other || (reads && t.kind != Step::kConcatAffine)) return false;
     }
     return true;
+  }
+
+  // Whether IR step s's float output may be stored as float16 (Plan::half_links).
+  bool half_link(const Step& s) const {
+    return p_.half_links && p_.vals[s.out].type == dt::f32 &&
+           read_by_tails_only(s.out, static_cast<size_t>(&s - p_.ir.data()));
   }
 
   bool read_after(int v, size_t from) const {
@@ -707,8 +716,7 @@ class Lowering {
       tail.residual_val = nhwc(s.residual);
       tail.residual = input(tail.residual_val);
     }
-    if (f32_read && in_ir && p_.half_links &&
-        read_by_tails_only(s.out, static_cast<size_t>(&s - p_.ir.data()))) {
+    if (f32_read && in_ir && half_link(s)) {
       p_.vals[s.out].type = dt::f16;
       s.tags.push_back("->f16");
     }

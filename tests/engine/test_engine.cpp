@@ -533,8 +533,9 @@ TEST(EngineInt8, EspnetBlockBranchesRunInOnePass) {
 }
 
 // Two ESPNet blocks in a row, then a BR module (Concat -> BN -> PRelu), conv-only QDQ: block
-// A's float output is block B's residual, block B's is a piece of the BR module; both pass only
-// between concat_affine steps, so they are stored as float16 (EngineOptions::half_links). c0's
+// A's float output is block B's residual, block B's is a piece of the BR module, and so is a
+// conv's split-off PRelu's; all pass only between concat_affine steps, so they are stored as
+// float16 (EngineOptions::half_links). c0's
 // float output, read by the BR module but made by a oneDNN conv, stays float32. The result
 // matches the executor's fake-quant run and the float32-links engine within the int8 bounds
 // (float16 rounds to 2^-11 relative); an FP32 model and half_links = false keep float32.
@@ -575,15 +576,21 @@ TEST(EngineInt8, BlockOutputsPassAsHalf) {
     b.node("PRelu", "p" + blk, {"bn" + blk, "slope" + blk}, {"p" + blk});
     in = "p" + blk;
   }
-  set_attr_int(b.node("Concat", "br", {"pB", "c0"}, {"br"}), "axis", 1);
-  b.init("g", at::rand({40}) + 0.5);
-  b.init("be", at::randn({40}) * 0.2);
-  b.init("m", at::randn({40}) * 0.1);
-  b.init("v", at::rand({40}) + 0.5);
-  b.init("slope", at::rand({40, 1, 1}) * 0.3);
+  // e0: a conv whose PRelu runs split off (oneDNN 2.6's int8 PReLU post-op is a reference
+  // kernel), read only by the BR module
+  b.init("we", at::randn({6, 3, 3, 3}) * 0.3);
+  b.init("slopee", at::rand({6, 1, 1}) * 0.3);
+  set_attr_ints(b.node("Conv", "e0", {"x", "we"}, {"e0"}), "pads", {1, 1, 1, 1});
+  b.node("PRelu", "pe", {"e0", "slopee"}, {"pe"});
+  set_attr_int(b.node("Concat", "br", {"pB", "c0", "pe"}, {"br"}), "axis", 1);
+  b.init("g", at::rand({46}) + 0.5);
+  b.init("be", at::randn({46}) * 0.2);
+  b.init("m", at::randn({46}) * 0.1);
+  b.init("v", at::rand({46}) + 0.5);
+  b.init("slope", at::rand({46, 1, 1}) * 0.3);
   b.node("BatchNormalization", "bn", {"br", "g", "be", "m", "v"}, {"bn"});
   b.node("PRelu", "p", {"bn", "slope"}, {"p"});
-  b.init("w2", at::randn({4, 40, 3, 3}) * 0.2);
+  b.init("w2", at::randn({4, 46, 3, 3}) * 0.2);
   set_attr_ints(b.node("Conv", "c2", {"p", "w2"}, {"y"}), "pads", {1, 1, 1, 1});
   b.output("y");
   for (const auto& shape : std::vector<std::vector<int64_t>>{{2, 3, 20, 37}, {1, 3, 1, 1}}) {
@@ -597,9 +604,9 @@ TEST(EngineInt8, BlockOutputsPassAsHalf) {
       for (const std::string line :
            {"ConcatAffine bnA concat of 5 +residual +bn +prelu ->s8 ->f16 [",
             "ConcatAffine bnB concat of 5 +residual +bn +prelu ->f16 [",
-            "ConcatAffine bn concat of 2 +bn +prelu ->s8 ["})
+            "PRelu e0 (split off) ->f16 [", "ConcatAffine bn concat of 3 +bn +prelu ->s8 ["})
         EXPECT_NE(d.find(line), std::string::npos) << line << "\n" << d;
-      EXPECT_EQ(d.find("bn concat of 2 +bn +prelu ->s8 ->f16"), std::string::npos) << d;
+      EXPECT_EQ(d.find("bn concat of 3 +bn +prelu ->s8 ->f16"), std::string::npos) << d;
       EXPECT_EQ(d.find("Conv c0 int8 s8 ->f16"), std::string::npos) << d;
       EngineOptions f32_links;
       f32_links.half_links = false;
