@@ -33,6 +33,9 @@ struct Packed {
   int64_t dilation = 1;
   // [tap][input group][out][kGroup]: the 4 bytes a channel's lanes multiply, broadcast
   std::vector<int8_t> w;
+  // [packed group][out][kGroup]: the remainder channels' weights, tap by tap (Layout)
+  std::vector<int8_t> w_rest;
+  int64_t dilation_index = 0;      // its dilation among the block's distinct ones
   std::vector<float> alpha, beta;  // [out]
   std::vector<ChannelRun> runs;    // the channels split evenly into calls
   // Taps that read only the padding border for all of a strip's pixels (a row within the
@@ -60,17 +63,27 @@ int border_edges(int64_t y, int64_t x0, int64_t x1, int64_t h, int64_t w, int64_
 
 // The padded image is group-planar: row y holds, for each group of 4 input channels, the row's
 // pixels of 4 bytes, so that 16 consecutive pixels of a group are one 64-byte load.
+// Input channels past the last whole group (C % 4 of them: ESPNet's level 3 has 25) would fill
+// a group of their own with zeros at every tap, 9 groups for 9 bytes at C % 4 = 1; they are
+// packed across the taps instead: byte k = t * rest + j of a pixel's packed row is remainder
+// channel j at tap t (packed_groups = ceil(9 rest / 4) groups, 3 for ESPNet's 25: level 3's
+// 63 groups per output channel become 57). A packed row is built per output row and dilation,
+// from a padded plane per remainder channel.
 struct Layout {
-  int64_t groups, padded_w;  // bytes of a group's row: padded_w * kGroup
+  int64_t groups, padded_w;  // whole groups; bytes of a group's row: padded_w * kGroup
+  int64_t rest = 0, packed_groups = 0;
+  int64_t packed_w = 0;  // pixels of a packed group's row (whole blocks of 16)
 };
 
 // OC channels of branch b from its channel `first`, at the 16 pixels from src (the padded
 // image at the first pixel, group 0), into plane (the concatenation's channels, each a row of
 // 16 floats). All OC accumulators stay in registers; per tap and group, one load of 16 pixels'
 // inputs serves all of them, each multiplied by a channel's 4 weights broadcast to all lanes.
+// packed: the packed row of b's dilation at the first pixel, packed group 0 (Layout).
 template <int OC>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void channels_at_16_pixels(
-    const uint8_t* src, const Layout& l, const Packed& b, int edges, int64_t first, float* plane) {
+    const uint8_t* src, const uint8_t* packed, const Layout& l, const Packed& b, int edges,
+    int64_t first, float* plane) {
   const Packed::Tap* live = b.live_taps[edges].data();
   const int n_live = b.live_count[edges];
   const int32_t* compensation = b.compensation[edges].data() + first;
@@ -94,6 +107,15 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void channels_at
             : [x] "v"(x), [w] "r"(w), [off] "i"(o * kGroup));
     }
   }
+  const int8_t* w = b.w_rest.data() + first * kGroup;
+  for (int64_t g = 0; g < l.packed_groups; ++g, w += b.out_channels * kGroup) {
+    const __m512i x = _mm512_loadu_si512(packed + g * l.packed_w * kGroup);
+#pragma GCC unroll 24
+    for (int o = 0; o < OC; ++o)
+      asm("vpdpbusd %c[off](%[w])%{1to16%}, %[x], %[acc]"
+          : [acc] "+v"(acc[o])
+          : [x] "v"(x), [w] "r"(w), [off] "i"(o * kGroup));
+  }
 #pragma GCC unroll 24
   for (int o = 0; o < OC; ++o) {
     const int64_t c = first + o;
@@ -105,7 +127,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void channels_at
   }
 }
 
-using Kernel = void (*)(const uint8_t*, const Layout&, const Packed&, int, int64_t, float*);
+using Kernel = void (*)(const uint8_t*, const uint8_t*, const Layout&, const Packed&, int, int64_t,
+                        float*);
 template <size_t... I>
 constexpr std::array<Kernel, sizeof...(I)> kernel_table(std::index_sequence<I...>) {
   return {channels_at_16_pixels<static_cast<int>(I) + 1>...};
@@ -148,12 +171,12 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void planes_to_pixels(
   }
 }
 
-// A row of w pixels of c codes into the padded image's row (group-planar), each byte XOR flip
-// (0x80 turns s8 codes into u8 codes + 128): whole groups as 32-bit words, a last partial group
-// byte by byte (its padding bytes keep their initial zero code).
-void fill_row(const uint8_t* src, uint8_t* dst, int64_t w, int64_t c, const Layout& l,
-              uint8_t flip) {
-  const int64_t group_bytes = l.padded_w * kGroup, whole = c / kGroup;
+// A row of w pixels of c codes into the padded image's row (group-planar) and the remainder
+// channels' planes (rest: plane j's row at the first pixel, planes `rest_plane` bytes apart),
+// each byte XOR flip (0x80 turns s8 codes into u8 codes + 128).
+void fill_row(const uint8_t* src, uint8_t* dst, uint8_t* rest, int64_t rest_plane, int64_t w,
+              int64_t c, const Layout& l, uint8_t flip) {
+  const int64_t group_bytes = l.padded_w * kGroup, whole = l.groups;
   const uint32_t flip4 = flip * 0x01010101u;
   for (int64_t x = 0; x < w; ++x, src += c, dst += kGroup) {
     for (int64_t g = 0; g < whole; ++g) {
@@ -162,9 +185,34 @@ void fill_row(const uint8_t* src, uint8_t* dst, int64_t w, int64_t c, const Layo
       v ^= flip4;
       std::memcpy(dst + g * group_bytes, &v, sizeof v);
     }
-    for (int64_t k = whole * kGroup; k < c; ++k)
-      dst[whole * group_bytes + k % kGroup] = src[k] ^ flip;
+    for (int64_t j = 0; j < l.rest; ++j) rest[j * rest_plane + x] = src[whole * kGroup + j] ^ flip;
   }
+}
+
+// The packed row (Layout) of an output row at one dilation: for each 16 pixels and packed
+// group, the 4 bytes of each pixel from the remainder planes (rest: plane 0 at the input's
+// pixel (y, 0); the border holds the code of zero, as in the padded image) at
+// offsets[group * 4 + byte] from it (bytes past the 9 x rest: zero, like their weights).
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void pack_rest_row(const uint8_t* rest,
+                                                                        const int64_t* offsets,
+                                                                        int64_t w, const Layout& l,
+                                                                        uint8_t* out) {
+  for (int64_t x0 = 0; x0 < w; x0 += kPixels)
+    for (int64_t g = 0; g < l.packed_groups; ++g) {
+      __m512i v = _mm512_setzero_si512();
+      for (int64_t lane = 0; lane < kGroup; ++lane) {
+        const int64_t byte = g * kGroup + lane;
+        if (byte >= 9 * l.rest) break;
+        const uint8_t* at = rest + offsets[byte] + x0;
+        // 16 pixels, one per lane (the maskz forms with every lane on: GCC 12 warns about the
+        // plain ones' undefined operand)
+        const __m512i bytes = _mm512_maskz_cvtepu8_epi32(
+            __mmask16(0xffff), _mm_loadu_si128(reinterpret_cast<const __m128i*>(at)));
+        v = _mm512_or_si512(
+            v, _mm512_maskz_slli_epi32(__mmask16(0xffff), bytes, static_cast<unsigned>(8 * lane)));
+      }
+      _mm512_storeu_si512(out + (g * l.packed_w + x0) * kGroup, v);
+    }
 }
 
 template <typename T>
@@ -185,6 +233,12 @@ struct DilatedBranches::Impl {
   ConcatAffineCoefficients coefficients;
   std::unique_ptr<ConcatAffineRows> tail;
   std::vector<uint8_t> padded;  // one image: (h + 2 border) rows of groups x padded_w x 4
+  // the remainder channels: Layout::rest planes of (h + 2 border) rows of rest_w bytes
+  std::vector<uint8_t> rest;
+  int64_t rest_w = 0, rest_plane = 0;
+  std::vector<int64_t> dilations;  // distinct, in the branches' order
+  // per distinct dilation, [packed group][byte]: where pack_rest_row reads the byte
+  std::vector<std::vector<int64_t>> pack_offsets;
 
   Impl(const DilatedBranchesShape& s, const std::vector<float>& a, const std::vector<float>& b,
        const std::vector<float>& slope, ConcatQuant concat_quant)
@@ -194,6 +248,8 @@ struct DilatedBranches::Impl {
   uint8_t* row(int64_t y) {
     return padded.data() + ((y + border) * layout.groups * layout.padded_w + border) * kGroup;
   }
+  // The remainder planes at the input's pixel (y, 0), plane 0.
+  uint8_t* rest_row(int64_t y) { return rest.data() + (y + border) * rest_w + border; }
 };
 
 DilatedBranches::DilatedBranches(const DilatedBranchesShape& shape,
@@ -211,7 +267,13 @@ DilatedBranches::DilatedBranches(const DilatedBranchesShape& shape,
                 "dilated_branches: the input must be int8 codes");
   const bool s8 = shape.src_type == ElemType::kS8;
   for (const auto& br : branches) k.border = std::max(k.border, br.dilation);
-  k.layout.groups = (C + kGroup - 1) / kGroup;
+  k.layout.groups = C / kGroup;
+  k.layout.rest = C % kGroup;
+  k.layout.packed_groups = (9 * k.layout.rest + kGroup - 1) / kGroup;
+  k.layout.packed_w = (shape.w + kPixels - 1) / kPixels * kPixels;
+  // a packed row's last 16 pixels read past the row's end into the border
+  k.rest_w = k.layout.packed_w + 2 * k.border;
+  k.rest_plane = (shape.h + 2 * k.border) * k.rest_w;
   // whole blocks of 16 pixels: a row's last block reads past its end into the border
   k.layout.padded_w = (shape.w + kPixels - 1) / kPixels * kPixels + 2 * k.border;
   const int64_t row_bytes = k.layout.groups * k.layout.padded_w * kGroup;
@@ -232,18 +294,33 @@ DilatedBranches::DilatedBranches(const DilatedBranchesShape& shape,
     p.offset = k.channels;
     p.previous = br.add_previous ? k.branches.back().offset : -1;
     p.dilation = br.dilation;
-    p.w.assign(static_cast<size_t>(9 * k.layout.groups * O * kGroup), 0);
-    std::vector<std::array<int32_t, 9>> tap_sums(static_cast<size_t>(O));  // [out][tap]
+    const auto known = std::find(k.dilations.begin(), k.dilations.end(), br.dilation);
+    p.dilation_index = known - k.dilations.begin();
+    if (known == k.dilations.end()) k.dilations.push_back(br.dilation);
+    const int64_t G = k.layout.groups;
+    p.w.assign(static_cast<size_t>(9 * G * O * kGroup), 0);
+    p.w_rest.assign(static_cast<size_t>(k.layout.packed_groups * O * kGroup), 0);
+    // per output channel: the whole groups' weight sum per tap, the remainder's over all taps
+    // (its packed rows are read whole, border bytes included)
+    std::vector<std::array<int32_t, 9>> tap_sums(static_cast<size_t>(O));
+    std::vector<int32_t> rest_sums(static_cast<size_t>(O), 0);
     for (int64_t o = 0; o < O; ++o)
       for (int64_t c = 0; c < C; ++c)
         for (int64_t t = 0; t < 9; ++t) {
           const int8_t v = br.weights[static_cast<size_t>((o * C + c) * 9 + t)];
-          p.w[static_cast<size_t>(((t * k.layout.groups + c / kGroup) * O + o) * kGroup +
-                                  c % kGroup)] = v;
-          tap_sums[static_cast<size_t>(o)][static_cast<size_t>(t)] += v;
+          if (c < G * kGroup) {
+            p.w[static_cast<size_t>(((t * G + c / kGroup) * O + o) * kGroup + c % kGroup)] = v;
+            tap_sums[static_cast<size_t>(o)][static_cast<size_t>(t)] += v;
+          } else {
+            const int64_t byte = t * k.layout.rest + c - G * kGroup;  // in the packed row
+            p.w_rest[static_cast<size_t>((byte / kGroup * O + o) * kGroup + byte % kGroup)] = v;
+            rest_sums[static_cast<size_t>(o)] += v;
+          }
         }
     for (int edges = 0; edges < 16; ++edges) {
       p.compensation[edges].assign(static_cast<size_t>(O), 0);
+      for (size_t o = 0; o < static_cast<size_t>(O) && s8; ++o)
+        p.compensation[edges][o] = 128 * rest_sums[o];
       for (int t = 0; t < 9; ++t) {
         const int row = t / 3, col = t % 3;  // the tap reads (y + (row - 1) d, x + (col - 1) d)
         if (((edges & kTop) && row == 0) || ((edges & kBottom) && row == 2) ||
@@ -269,6 +346,15 @@ DilatedBranches::DilatedBranches(const DilatedBranchesShape& shape,
   SEGSLIM_CHECK(k.channels == k.coefficients.channels, "dilated_branches: the branches make ",
                 k.channels, " channels, the tail's coefficients are for ", k.coefficients.channels);
   k.padded.assign(static_cast<size_t>((shape.h + 2 * k.border) * row_bytes), s8 ? 0x80 : 0);
+  k.rest.assign(static_cast<size_t>(k.layout.rest * k.rest_plane), s8 ? 0x80 : 0);
+  for (const int64_t d : k.dilations) {
+    std::vector<int64_t> at(static_cast<size_t>(9 * k.layout.rest));
+    for (int64_t t = 0; t < 9; ++t)
+      for (int64_t j = 0; j < k.layout.rest; ++j)  // remainder channel j at tap t
+        at[static_cast<size_t>(t * k.layout.rest + j)] =
+            j * k.rest_plane + ((t / 3 - 1) * k.rest_w + (t % 3 - 1)) * d;
+    k.pack_offsets.push_back(std::move(at));
+  }
   ConcatAffineArgs layout;
   layout.pieces = {AffineInput{nullptr, ElemType::kF32, 1.f, k.channels}};
   layout.coefficients = &k.coefficients;
@@ -290,12 +376,16 @@ void DilatedBranches::run(const void* src, const AffineInput& residual,
   for (int64_t i = 0; i < k.shape.n; ++i) {
     const auto* image = static_cast<const uint8_t*>(src) + i * H * W * C;
     at::parallel_for(0, H, 1, [&](int64_t y0, int64_t y1) {
-      for (int64_t y = y0; y < y1; ++y) fill_row(image + y * W * C, k.row(y), W, C, k.layout, flip);
+      for (int64_t y = y0; y < y1; ++y)
+        fill_row(image + y * W * C, k.row(y), k.rest_row(y), k.rest_plane, W, C, k.layout, flip);
     });
     at::parallel_for(0, H, 1, [&](int64_t y0, int64_t y1) {
       // a row of the concatenation, channels-last; 16 pixels of it as planes of channels
       std::vector<float> scratch(static_cast<size_t>(W * Ct));
       std::vector<float> plane(static_cast<size_t>(planes * kPixels), 0.f);
+      // the row's packed rows, one per dilation
+      const int64_t packed_bytes = k.layout.packed_groups * k.layout.packed_w * kGroup;
+      std::vector<uint8_t> packed(static_cast<size_t>(k.dilations.size() * packed_bytes));
       ConcatAffineArgs args;
       args.pieces = {AffineInput{scratch.data(), ElemType::kF32, 1.f, Ct}};
       args.coefficients = &k.coefficients;
@@ -306,13 +396,18 @@ void DilatedBranches::run(const void* src, const AffineInput& residual,
         if (residual.data) args.residual.data = element(residual.data, residual.type, first);
         for (size_t o = 0; o < outs.size(); ++o)
           args.outs[o].data = element(outs[o].data, outs[o].type, first);
+        if (k.layout.rest > 0)
+          for (size_t di = 0; di < k.dilations.size(); ++di)
+            pack_rest_row(k.rest_row(y), k.pack_offsets[di].data(), W, k.layout,
+                          packed.data() + static_cast<int64_t>(di) * packed_bytes);
         for (int64_t x0 = 0; x0 < W; x0 += kPixels) {
           const uint8_t* s = k.row(y) + x0 * kGroup;
           const int64_t x1 = std::min(W, x0 + kPixels);
           for (const Packed& b : k.branches) {
             const int edges = border_edges(y, x0, x1, H, W, b.dilation);
+            const uint8_t* pk = packed.data() + b.dilation_index * packed_bytes + x0 * kGroup;
             for (const ChannelRun& r : b.runs)
-              kKernels[r.count - 1](s, k.layout, b, edges, r.first, plane.data());
+              kKernels[r.count - 1](s, pk, k.layout, b, edges, r.first, plane.data());
           }
           for (int64_t c0 = 0; c0 < Ct; c0 += 16)
             planes_to_pixels(plane.data() + c0 * kPixels, std::min(kPixels, W - x0),

@@ -995,8 +995,9 @@ TEST(EngineOps, ConcatAffineKernelMatchesAten) {
 // int8 codes (exact: the sums stay below 2^24), times alpha plus beta, the hierarchical sums,
 // the concatenation, then the residual, affine and PRelu of the tail; float and int8 outputs.
 // Widths that leave part of a 16-pixel block, narrower maps than a block, dilations larger than
-// the map, input channels not a multiple of 4, branches of up to 64 channels (several
-// accumulator runs), s8 and u8 codes.
+// the map, input channels not a multiple of 4 (1 to 3 past the last whole group, packed over
+// the taps; fewer than 4 in all), branches of up to 64 channels (several accumulator runs), s8
+// and u8 codes.
 TEST(EngineOps, DilatedBranchesKernelMatchesAten) {
   if (!engine::dilated_branches_supported()) GTEST_SKIP() << "this CPU has no AVX-512 VNNI";
   at::manual_seed(31);
@@ -1031,12 +1032,18 @@ TEST(EngineOps, DilatedBranchesKernelMatchesAten) {
        ElemType::kS8,
        true},
       {{1, 3, 5, 7}, ElemType::kS8, {{64, 1, false}, {64, 3, true}}, ElemType::kU8, false},
-      {{1, 8, 23, 12},  // a float16 residual (EngineOptions::half_links)
+      {{1, 8, 23, 26},  // a float16 residual (EngineOptions::half_links); 2 packed channels
        ElemType::kS8,
        {{16, 1, false}, {12, 2, false}, {12, 4, true}, {12, 8, true}, {12, 16, true}},
        ElemType::kF16,
        true},
-      {{1, 1, 1, 1}, ElemType::kU8, {{1, 1, false}, {3, 2, false}}, ElemType::kU8, false}};
+      {{1, 1, 1, 1}, ElemType::kU8, {{1, 1, false}, {3, 2, false}}, ElemType::kU8, false},
+      {{1, 4, 18, 2}, ElemType::kS8, {{5, 1, false}, {3, 3, false}}, ElemType::kU8, false},
+      {{1, 10, 17, 25},  // level 3's input width from s8 codes: one channel packed over the taps
+       ElemType::kS8,
+       {{14, 1, false}, {11, 2, false}, {11, 8, true}},
+       ElemType::kF32,
+       true}};
   auto floats = [](const at::Tensor& t) {
     const at::Tensor c = t.contiguous();
     return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
