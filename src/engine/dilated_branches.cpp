@@ -107,9 +107,9 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void channels_at
             : [x] "v"(x), [w] "r"(w), [off] "i"(o * kGroup));
     }
   }
-  const int8_t* w = b.w_rest.data() + first * kGroup;
-  for (int64_t g = 0; g < l.packed_groups; ++g, w += b.out_channels * kGroup) {
+  for (int64_t g = 0; g < l.packed_groups; ++g) {
     const __m512i x = _mm512_loadu_si512(packed + g * l.packed_w * kGroup);
+    const int8_t* w = b.w_rest.data() + (g * O + first) * kGroup;
 #pragma GCC unroll 24
     for (int o = 0; o < OC; ++o)
       asm("vpdpbusd %c[off](%[w])%{1to16%}, %[x], %[acc]"
@@ -237,7 +237,7 @@ struct DilatedBranches::Impl {
   std::vector<uint8_t> rest;
   int64_t rest_w = 0, rest_plane = 0;
   std::vector<int64_t> dilations;  // distinct, in the branches' order
-  // per distinct dilation, [packed group][byte]: where pack_rest_row reads the byte
+  // per distinct dilation and packed byte (t * rest + j): its offset in the remainder planes
   std::vector<std::vector<int64_t>> pack_offsets;
 
   Impl(const DilatedBranchesShape& s, const std::vector<float>& a, const std::vector<float>& b,
@@ -405,7 +405,9 @@ void DilatedBranches::run(const void* src, const AffineInput& residual,
           const int64_t x1 = std::min(W, x0 + kPixels);
           for (const Packed& b : k.branches) {
             const int edges = border_edges(y, x0, x1, H, W, b.dilation);
-            const uint8_t* pk = packed.data() + b.dilation_index * packed_bytes + x0 * kGroup;
+            const uint8_t* pk = k.layout.rest == 0
+                                    ? nullptr
+                                    : packed.data() + b.dilation_index * packed_bytes + x0 * kGroup;
             for (const ChannelRun& r : b.runs)
               kKernels[r.count - 1](s, pk, k.layout, b, edges, r.first, plane.data());
           }

@@ -587,8 +587,6 @@ class Lowering {
          kind == PoolOut::kF32 ? "int8 sum, f32 mean nhwc" : "int8 sum, requantized mean nhwc");
   }
 
-  // Whether a step after ir[from] reads value v (an input, a residual post-op operand, a
-  // concat_affine's residual) or v is the graph output.
   // Whether every step after `from` that reads v is a concat_affine step reading it as a piece
   // or its residual (so v may be stored as float16: Plan::half_links).
   bool read_by_tails_only(int v, size_t from) const {
@@ -610,6 +608,8 @@ class Lowering {
            read_by_tails_only(s.out, static_cast<size_t>(&s - p_.ir.data()));
   }
 
+  // Whether a step after ir[from] reads value v (an input, a residual post-op operand, a
+  // concat_affine's residual) or v is the graph output.
   bool read_after(int v, size_t from) const {
     if (v == p_.output_val) return true;
     for (size_t k = from + 1; k < p_.ir.size(); ++k) {
