@@ -115,12 +115,12 @@ TEST(Eval, SampleMetricsEqualThoseOfPyTorchsPredictions) {
 }
 
 // bench on the default engine (oneDNN): the statistics are ordered and consistent, the
-// profile lists the compiled steps, and --int8-ops is accepted.
+// profile lists the compiled steps, and --int8-ops and --f32-links are accepted.
 TEST(Bench, StatisticsJsonAndProfile) {
   const std::string json = temp_dir() + "/bench.json";
   const auto r = run_cli("bench --model " + kModel +
                          " --shape 2x3x64x96 --warmup 1 --repeat 4 --threads 2 --profile 5 "
-                         "--int8-ops Conv --json " +
+                         "--int8-ops Conv --f32-links --json " +
                          json);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("on onednn (2 threads, shape 2x3x64x96"), std::string::npos) << r.output;
