@@ -1,6 +1,7 @@
 #include "engine/concat_affine.h"
 
 #include <ATen/Parallel.h>
+#include <c10/util/Half.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -32,7 +33,7 @@ SEGSLIM_INLINE void read(const T* __restrict s, float k, float* __restrict x, in
 template <bool kAdd>
 SEGSLIM_INLINE void read_half(const uint16_t* __restrict s, float* __restrict x, int64_t n) {
   for (int64_t c = 0; c < n; ++c) {
-    const float v = half_to_float(s[c]);
+    const float v = c10::detail::fp16_ieee_to_fp32_value(s[c]);
     x[c] = kAdd ? x[c] + v : v;
   }
 }
@@ -74,7 +75,7 @@ SEGSLIM_INLINE void store(const float* __restrict x, float* __restrict o, int64_
   for (int64_t c = 0; c < n; ++c) o[c] = x[c];
 }
 SEGSLIM_INLINE void store_f16(const float* __restrict x, uint16_t* __restrict o, int64_t n) {
-  for (int64_t c = 0; c < n; ++c) o[c] = float_to_half(x[c]);
+  for (int64_t c = 0; c < n; ++c) o[c] = c10::detail::fp16_ieee_from_fp32_value(x[c]);
 }
 SEGSLIM_INLINE void store_s8(const float* __restrict x, float inv, int8_t* __restrict o,
                              int64_t n) {

@@ -1467,10 +1467,7 @@ class Builder {
       return v;
     for (size_t k = 0; k < p_.ir.size(); ++k) {
       const Step& t = p_.ir[k];
-      if (t.removed || readers.count(static_cast<int>(k))) continue;
-      bool reads = t.residual == v || std::count(t.in.begin(), t.in.end(), v) > 0;
-      for (const auto& po : t.post) reads = reads || (po.kind == PostOp::kAdd && po.val == v);
-      if (reads) return v;
+      if (!t.removed && !readers.count(static_cast<int>(k)) && step_reads(t, v)) return v;
     }
     auto it = rt_.find(p_.vals[v].name);
     if (it != rt_.end() && it->second.val == v) it->second.val = -1;

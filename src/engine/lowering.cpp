@@ -587,17 +587,14 @@ class Lowering {
          kind == PoolOut::kF32 ? "int8 sum, f32 mean nhwc" : "int8 sum, requantized mean nhwc");
   }
 
-  // Whether every step after `from` that reads v is a concat_affine step reading it as a piece
-  // or its residual (so v may be stored as float16: Plan::half_links).
+  // Whether every step after `from` that reads v is a concat_affine step (reading it as a piece
+  // or its residual: such steps have no post-ops), so v may be stored as float16
+  // (Plan::half_links).
   bool read_by_tails_only(int v, size_t from) const {
     if (v == p_.output_val) return false;
     for (size_t k = from + 1; k < p_.ir.size(); ++k) {
       const Step& t = p_.ir[k];
-      if (t.removed) continue;
-      const bool reads = std::count(t.in.begin(), t.in.end(), v) || t.residual == v;
-      bool other = false;
-      for (const auto& po : t.post) other = other || (po.kind == PostOp::kAdd && po.val == v);
-      if (other || (reads && t.kind != Step::kConcatAffine)) return false;
+      if (!t.removed && t.kind != Step::kConcatAffine && step_reads(t, v)) return false;
     }
     return true;
   }
@@ -613,11 +610,7 @@ class Lowering {
   bool read_after(int v, size_t from) const {
     if (v == p_.output_val) return true;
     for (size_t k = from + 1; k < p_.ir.size(); ++k) {
-      const Step& t = p_.ir[k];
-      if (t.removed) continue;
-      if (std::count(t.in.begin(), t.in.end(), v) || t.residual == v) return true;
-      for (const auto& po : t.post)
-        if (po.kind == PostOp::kAdd && po.val == v) return true;
+      if (!p_.ir[k].removed && step_reads(p_.ir[k], v)) return true;
     }
     return false;
   }

@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 #include <onnx/onnx_pb.h>
 
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <oneapi/dnnl/dnnl.hpp>
@@ -166,6 +167,14 @@ struct Step {
   std::vector<int> in_slot;          // per node input: index into `in` or -1
   std::vector<int> more_out;         // outputs 1.. of a multi-output node (-1: unused)
 };
+
+// Whether step t reads value v: as an input, its residual, or a sum post-op's operand.
+inline bool step_reads(const Step& t, int v) {
+  if (t.residual == v || std::find(t.in.begin(), t.in.end(), v) != t.in.end()) return true;
+  for (const auto& po : t.post)
+    if (po.kind == PostOp::kAdd && po.val == v) return true;
+  return false;
+}
 
 // ---------------------------------------------------------------- executable plan
 struct Exec {

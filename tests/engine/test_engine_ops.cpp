@@ -3,9 +3,6 @@
 // (plain-layout bilinear output, int8 average pooling) against ATen, and per-step profiling.
 #include <gtest/gtest.h>
 
-#include <cmath>
-#include <cstring>
-
 #include "common/error.h"
 #include "engine/attention_blend.h"
 #include "engine/bilinear_resize.h"
@@ -811,50 +808,6 @@ void expect_quantized(const at::Tensor& got, const at::Tensor& want, float scale
   EXPECT_LE(diff.max().item<float>(), scale * 1.001f) << what;
   EXPECT_LE((diff > scale / 2).sum().item<int64_t>(), std::max<int64_t>(1, diff.numel() / 1000))
       << what;
-}
-
-// The portable float16 conversions (int8_store.h) against ATen's, bit for bit: every one of
-// the 65536 halves to float; to half, values across the whole range (subnormals, normals,
-// both overflow sides of 65504 and 65520), exact rounding ties, infinities and NaN.
-TEST(EngineOps, HalfConversionsMatchAten) {
-  const at::Tensor bits = at::arange(0, 65536, at::kInt).to(at::kShort);
-  const at::Tensor halves = bits.view(at::kHalf);
-  const at::Tensor want = halves.to(at::kFloat);
-  for (int64_t i = 0; i < 65536; ++i) {
-    const float got = engine::half_to_float(static_cast<uint16_t>(i));
-    const float ref = want[i].item<float>();
-    if (std::isnan(ref)) {
-      EXPECT_TRUE(std::isnan(got)) << i;
-    } else {
-      ASSERT_EQ(std::memcmp(&got, &ref, sizeof got), 0)
-          << "half bits " << i << ": " << got << " vs " << ref;
-    }
-  }
-  at::manual_seed(37);
-  // log-uniform magnitudes 2^-30 .. 2^17, both signs; the midpoints between neighbouring
-  // finite halves (ties: the even one wins) and just beside them; special values
-  const at::Tensor mag = at::exp2(at::rand({200000}) * 47 - 30);
-  const at::Tensor sign = at::where(at::rand({200000}) < 0.5, -1.f, 1.f);
-  const at::Tensor finite = want.index({at::isfinite(want)});
-  const at::Tensor sorted = std::get<0>(at::sort(finite.index({finite >= 0})));
-  const at::Tensor mid = (sorted.slice(0, 1) + sorted.slice(0, 0, -1)) / 2;
-  const at::Tensor specials = at::tensor({0.f, -0.f, 65504.f, 65519.99f, 65520.f, 1e9f, 6.1e-5f,
-                                          5.96e-8f, 2.98e-8f, 2.99e-8f, INFINITY, -INFINITY, NAN});
-  const at::Tensor x = at::cat({mag * sign, mid, -mid, at::nextafter(mid, mid * 2),
-                                at::nextafter(mid, at::zeros_like(mid)), specials});
-  const at::Tensor ref = x.to(at::kHalf).view(at::kShort).to(at::kInt);
-  const float* xs = x.data_ptr<float>();
-  const int32_t* rs = ref.data_ptr<int32_t>();
-  int64_t wrong = 0;
-  for (int64_t i = 0; i < x.numel(); ++i) {
-    const auto got = engine::float_to_half(xs[i]);
-    const auto r = static_cast<uint16_t>(rs[i]);
-    const bool nan = std::isnan(xs[i]);
-    if (nan ? (got & 0x7c00u) != 0x7c00u || (got & 0x3ffu) == 0 : got != r) {
-      if (++wrong <= 5) ADD_FAILURE() << xs[i] << ": half bits " << got << ", ATen " << r;
-    }
-  }
-  EXPECT_EQ(wrong, 0);
 }
 
 TEST(EngineOps, ConcatAffineKernelMatchesAten) {
