@@ -5,7 +5,6 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <memory>
 #include <type_traits>
@@ -137,13 +136,18 @@ __attribute__((target_clones("avx2", "default"))) void run_pixels_plain(
   }
 }
 
-// The AVX-512 path computes each 16 output channels of a pixel in one register, from the
-// loads to the stores: no scratch rows, no pass per step (ESPNet-CamVid INT8, 2 threads, the
-// ConcatAffine steps of `segslim bench --profile 200`: 2.9 -> 2.3 ms; the step also waits on
-// reading its float pieces, so less than the arithmetic saved). A 16-channel chunk of the
-// concatenation takes its channels from one or more pieces (ESPNet's are 25 or 28 wide): each
-// such run is one masked load into its lanes. The chunks are the outer loop over a tile of
-// pixels, so their masks, runs and coefficients stay put while the pixels go by.
+// The AVX-512 path holds 16 channels of a pixel in a register. It takes a tile of up to kTile
+// pixels one 16-channel chunk of the concatenation at a time, so that the chunk's masks and
+// coefficients stay put while the pixels go by, in passes over a buffer of kTile registers in
+// L1: the chunk's values gathered from its pieces, the tail's math, then each output's stores.
+// Each pass is a loop compiled for one element type. (One loop doing it all, branching on the
+// pieces', residual's and outputs' types at every pixel, cost more than its arithmetic: the
+// fused ESPNet-CamVid level-2 block, whose tail this is, ran 0.34 ms against 0.295 with the
+// passes, 2 threads.) A chunk takes its channels from one or more pieces (ESPNet's are 25 or
+// 28 wide): each such run is one masked load into its lanes.
+#define SEGSLIM_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
+constexpr int64_t kTile = 32;  // pixels: all their channels stay in L1 between chunks
+
 struct Segment {
   size_t piece;    // index into the pieces
   int64_t offset;  // element of lane 0, relative to the pixel's first in the piece
@@ -170,21 +174,49 @@ std::vector<Chunk> chunks_of(const std::vector<AffineInput>& pieces, int64_t cha
 
 // The element at index `at` (which may lie before the data: only lanes under the mask read).
 template <typename T>
-SEGSLIM_INLINE const T* element(const void* data, int64_t at) {
-  return reinterpret_cast<const T*>(reinterpret_cast<uintptr_t>(data) + at * sizeof(T));
+SEGSLIM_INLINE T* element(uintptr_t data, int64_t at) {
+  return reinterpret_cast<T*>(data + static_cast<uintptr_t>(at * static_cast<int64_t>(sizeof(T))));
 }
 
-// 16 values under mask m as float: loaded, or int8 converted and scaled (lanes off the mask: 0;
-// the maskz forms throughout: GCC 12 warns about the plain ones' undefined operand).
-__attribute__((target("avx512f,avx512bw,avx512vl"))) SEGSLIM_INLINE __m512
-load16(const AffineInput& in, int64_t at, __mmask16 m) {
-  if (in.type == ElemType::kF32) return _mm512_maskz_loadu_ps(m, element<float>(in.data, at));
-  if (in.type == ElemType::kF16)
-    return _mm512_maskz_cvtph_ps(m, _mm256_maskz_loadu_epi16(m, element<uint16_t>(in.data, at)));
-  const __m128i q = _mm_maskz_loadu_epi8(m, element<int8_t>(in.data, at));
-  const __m512i i32 = in.type == ElemType::kS8 ? _mm512_maskz_cvtepi8_epi32(m, q)
-                                               : _mm512_maskz_cvtepu8_epi32(m, q);
-  return _mm512_maskz_mul_ps(m, _mm512_maskz_cvtepi32_ps(m, i32), _mm512_set1_ps(in.scale));
+// 16 values of type T under mask m as float: loaded, or converted (int8: and scaled); lanes off
+// the mask are 0. (The maskz forms: GCC 12 warns about the plain ones' undefined operand.)
+template <ElemType T>
+SEGSLIM_AVX512 SEGSLIM_INLINE __m512 load_as(uintptr_t data, int64_t at, __mmask16 m,
+                                             __m512 scale) {
+  if constexpr (T == ElemType::kF32) {
+    return _mm512_maskz_loadu_ps(m, element<const float>(data, at));
+  } else if constexpr (T == ElemType::kF16) {
+    return _mm512_maskz_cvtph_ps(m, _mm256_maskz_loadu_epi16(m, element<const uint16_t>(data, at)));
+  } else {
+    const __m128i q = _mm_maskz_loadu_epi8(m, element<const int8_t>(data, at));
+    const __m512i i32 =
+        T == ElemType::kS8 ? _mm512_maskz_cvtepi8_epi32(m, q) : _mm512_maskz_cvtepu8_epi32(m, q);
+    return _mm512_maskz_mul_ps(m, _mm512_maskz_cvtepi32_ps(m, i32), scale);
+  }
+}
+
+// y's lanes under m as type T (int8: y * inv rounded half to even, saturated; a float clamp
+// at the top only, since the conversion turns anything below the int32 range into INT32_MIN,
+// which saturates to the bottom anyway).
+template <ElemType T>
+SEGSLIM_AVX512 SEGSLIM_INLINE void store_as(uintptr_t data, int64_t at, __mmask16 m, __m512 y,
+                                            __m512 inv) {
+  constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  if constexpr (T == ElemType::kF32) {
+    _mm512_mask_storeu_ps(element<float>(data, at), m, y);
+  } else if constexpr (T == ElemType::kF16) {
+    _mm256_mask_storeu_epi16(element<uint16_t>(data, at), m, _mm512_maskz_cvtps_ph(m, y, kRound));
+  } else if constexpr (T == ElemType::kS8) {
+    const __m512 q = _mm512_maskz_min_ps(m, _mm512_maskz_mul_ps(m, y, inv), _mm512_set1_ps(127.f));
+    _mm_mask_storeu_epi8(
+        element<int8_t>(data, at), m,
+        _mm512_maskz_cvtsepi32_epi8(m, _mm512_maskz_cvt_roundps_epi32(m, q, kRound)));
+  } else {  // u8: clamped at 0 (the unsigned saturation reads negatives as large)
+    const __m512 q = _mm512_maskz_max_ps(m, _mm512_maskz_mul_ps(m, y, inv), _mm512_setzero_ps());
+    _mm_mask_storeu_epi8(
+        element<uint8_t>(data, at), m,
+        _mm512_maskz_cvtusepi32_epi8(m, _mm512_maskz_cvt_roundps_epi32(m, q, kRound)));
+  }
 }
 
 // The per-chunk constants of the AVX-512 path: coefficients, the concatenation's quantization.
@@ -197,8 +229,7 @@ struct ChunkMath {
 
 // The concatenation's 16 values x of a pixel through the tail: fake-quantized (when the model
 // quantizes the concatenation), plus the residual r, affine, PRelu.
-__attribute__((target("avx512f,avx512bw,avx512vl"))) SEGSLIM_INLINE __m512
-tail_math(const ChunkMath& k, __m512 x, const __m512* r) {
+SEGSLIM_AVX512 SEGSLIM_INLINE __m512 tail_math(const ChunkMath& k, __m512 x, const __m512* r) {
   if (k.quantize_concat) {
     const __m512 q = _mm512_maskz_min_ps(
         k.m, _mm512_maskz_max_ps(k.m, _mm512_maskz_mul_ps(k.m, x, k.concat_inv), k.concat_lo),
@@ -214,77 +245,93 @@ tail_math(const ChunkMath& k, __m512 x, const __m512* r) {
   return y;
 }
 
-// An output as the pixel loops hold it: the chunk's lane 0 of pixel 0, and the inverse scale.
-struct OutLanes {
-  uintptr_t at;
-  ElemType type;
-  float inv;  // 1 / scale (a float, not a register: a std::vector of these is 16-byte aligned)
+// A tensor as the passes read or write it: its data, the elements of a pixel, its scale.
+struct Lanes {
+  uintptr_t data;
+  int64_t stride;
+  float scale;  // a load's dequantization scale, a store's 1 / scale
 };
 
-// y's lanes under m into o at pixel px (`channels` elements a pixel): float, or clamped to the
-// type's range and rounded half to even (clamping to integer bounds first gives the same as
-// after). Plain stores where all 16 lanes are written.
-__attribute__((target("avx512f,avx512bw,avx512vl"))) SEGSLIM_INLINE void store16(
-    const OutLanes& o, int64_t px, int64_t channels, __mmask16 m, __m512 y) {
-  if (o.type == ElemType::kF32) {
-    float* d = reinterpret_cast<float*>(o.at + static_cast<uintptr_t>(px * channels * 4));
-    if (m == 0xffff) {
-      _mm512_storeu_ps(d, y);
-    } else {
-      _mm512_mask_storeu_ps(d, m, y);
+// The passes over pixels [t0, t0 + n) of a chunk starting at element `at` of each pixel (x: n
+// registers). Gather: a segment's lanes into x (the first segment sets all lanes); the last
+// segment's pass (kMath) also takes the values through the tail's math, with the residual's
+// lanes (res, from its element c0 of a pixel, type R) when kResidual.
+template <bool kFirst, bool kMath, bool kResidual, ElemType R>
+struct GatherPass {
+  template <ElemType T>
+  SEGSLIM_AVX512 static void run(const Lanes in, const int64_t at, const __mmask16 m,
+                                 const Lanes res, const int64_t c0, const ChunkMath& k,
+                                 const int64_t t0, const int64_t n, __m512* __restrict x) {
+    const ChunkMath kk = k;  // a copy no store can alias
+    const __m512 scale = _mm512_set1_ps(in.scale), res_scale = _mm512_set1_ps(res.scale);
+    for (int64_t i = 0; i < n; ++i) {
+      __m512 v = load_as<T>(in.data, (t0 + i) * in.stride + at, m, scale);
+      if constexpr (!kFirst) v = _mm512_mask_mov_ps(x[i], m, v);
+      if constexpr (kMath && kResidual) {
+        const __m512 r = load_as<R>(res.data, (t0 + i) * res.stride + c0, kk.m, res_scale);
+        v = tail_math(kk, v, &r);
+      } else if constexpr (kMath) {
+        v = tail_math(kk, v, nullptr);
+      }
+      x[i] = v;
     }
-    return;
   }
-  if (o.type == ElemType::kF16) {
-    auto* d = reinterpret_cast<uint16_t*>(o.at + static_cast<uintptr_t>(px * channels * 2));
-    const __m256i h =
-        _mm512_maskz_cvtps_ph(__mmask16(0xffff), y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    if (m == 0xffff) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), h);
-    } else {
-      _mm256_mask_storeu_epi16(d, m, h);
-    }
-    return;
+};
+// An output's lanes (out.scale: 1 / its scale).
+struct StorePass {
+  template <ElemType T>
+  SEGSLIM_AVX512 static void run(const Lanes out, const int64_t at, const __mmask16 m,
+                                 const int64_t t0, const int64_t n, const __m512* __restrict y) {
+    const __m512 inv = _mm512_set1_ps(out.scale);
+    for (int64_t i = 0; i < n; ++i) store_as<T>(out.data, (t0 + i) * out.stride + at, m, y[i], inv);
   }
-  const bool u8 = o.type == ElemType::kU8;
-  __m512 q = _mm512_mul_ps(y, _mm512_set1_ps(o.inv));
-  q = _mm512_maskz_min_ps(m, _mm512_maskz_max_ps(m, q, _mm512_set1_ps(u8 ? 0.f : -128.f)),
-                          _mm512_set1_ps(u8 ? 255.f : 127.f));
-  const __m128i v = _mm512_maskz_cvtepi32_epi8(
-      m, _mm512_maskz_cvt_roundps_epi32(m, q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-  int8_t* d = reinterpret_cast<int8_t*>(o.at + static_cast<uintptr_t>(px * channels));
-  if (m == 0xffff) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(d), v);
-  } else {
-    _mm_mask_storeu_epi8(d, m, v);
+};
+
+// Pass::run<type>(args...), the type chosen at run time.
+template <typename Pass, typename... Args>
+SEGSLIM_AVX512 void for_type(ElemType type, Args&&... args) {
+  switch (type) {
+    case ElemType::kF32:
+      return Pass::template run<ElemType::kF32>(args...);
+    case ElemType::kF16:
+      return Pass::template run<ElemType::kF16>(args...);
+    case ElemType::kS8:
+      return Pass::template run<ElemType::kS8>(args...);
+    case ElemType::kU8:
+      return Pass::template run<ElemType::kU8>(args...);
   }
 }
 
-// Pixels [t0, t1) of one chunk that a single piece fills (every chunk of a fused block's tail,
-// most of a BR module's), with up to kMaxFastOuts outputs. Everything the loop reads is an
-// argument or a local here, so it stays in registers: in the general loop below, each int8
-// store (which may alias anything, as far as the compiler knows) made it reload the pieces',
-// segments' and outputs' fields for every pixel, which cost as much as the arithmetic.
-constexpr size_t kMaxFastOuts = 3;
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void chunk_one_piece(
-    const ChunkMath k, const AffineInput piece, const Segment seg, const AffineInput residual,
-    const int64_t c0, const int64_t channels, const std::array<OutLanes, kMaxFastOuts> outs,
-    const size_t n_outs, const int64_t t0, const int64_t t1) {
-  for (int64_t px = t0; px < t1; ++px) {
-    const __m512 x = load16(piece, px * piece.channels + seg.offset, seg.mask);
-    __m512 r;
-    if (residual.data) r = load16(residual, px * channels + c0, k.m);
-    const __m512 y = tail_math(k, x, residual.data ? &r : nullptr);
-    for (size_t o = 0; o < kMaxFastOuts; ++o)
-      if (o < n_outs) store16(outs[o], px, channels, k.m, y);
+// The last segment's pass: its piece's and the residual's types chosen at run time.
+template <bool kFirst>
+SEGSLIM_AVX512 void gather_last(ElemType piece, const AffineInput& residual, const Lanes in,
+                                const int64_t at, const __mmask16 m, const Lanes res,
+                                const int64_t c0, const ChunkMath& k, const int64_t t0,
+                                const int64_t n, __m512* x) {
+  if (!residual.data)
+    return for_type<GatherPass<kFirst, true, false, ElemType::kF32>>(piece, in, at, m, res, c0, k,
+                                                                     t0, n, x);
+  switch (residual.type) {
+    case ElemType::kF32:
+      return for_type<GatherPass<kFirst, true, true, ElemType::kF32>>(piece, in, at, m, res, c0, k,
+                                                                      t0, n, x);
+    case ElemType::kF16:
+      return for_type<GatherPass<kFirst, true, true, ElemType::kF16>>(piece, in, at, m, res, c0, k,
+                                                                      t0, n, x);
+    case ElemType::kS8:
+      return for_type<GatherPass<kFirst, true, true, ElemType::kS8>>(piece, in, at, m, res, c0, k,
+                                                                     t0, n, x);
+    case ElemType::kU8:
+      return for_type<GatherPass<kFirst, true, true, ElemType::kU8>>(piece, in, at, m, res, c0, k,
+                                                                     t0, n, x);
   }
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void run_pixels_avx512(
-    const ConcatAffineArgs& args, const std::vector<Chunk>& chunks, int64_t begin, int64_t end) {
+SEGSLIM_AVX512 void run_pixels_avx512(const ConcatAffineArgs& args,
+                                      const std::vector<Chunk>& chunks, int64_t begin,
+                                      int64_t end) {
   const ConcatAffineCoefficients& coef = *args.coefficients;
   const int64_t C = coef.channels;
-  const AffineInput* residual = args.residual.data ? &args.residual : nullptr;
   const ConcatQuant& cq = coef.concat_quant;
   const bool concat_u8 = cq.type == ElemType::kU8;
   ChunkMath k;
@@ -294,45 +341,49 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void run_pixels_avx512(
   k.concat_scale = _mm512_set1_ps(cq.scale);
   k.concat_lo = _mm512_set1_ps(concat_u8 ? 0.f : -128.f);
   k.concat_hi = _mm512_set1_ps(concat_u8 ? 255.f : 127.f);
-  std::vector<OutLanes> outs, chunk_outs(args.outs.size());  // the latter: at the chunk's c0
-  for (const auto& o : args.outs)
-    outs.push_back({reinterpret_cast<uintptr_t>(o.data), o.type, 1.f / o.scale});
-  constexpr int64_t kTile = 32;  // pixels: all their channels stay in L1 between chunks
+  const auto lanes = [](const void* data, int64_t stride, float scale) {
+    return Lanes{reinterpret_cast<uintptr_t>(data), stride, scale};
+  };
+  const Lanes residual = lanes(args.residual.data, C, args.residual.scale);
+  std::vector<Lanes> outs;
+  for (const auto& o : args.outs) outs.push_back(lanes(o.data, C, 1.f / o.scale));
+  __m512 x[kTile];
   for (int64_t t0 = begin; t0 < end; t0 += kTile) {
-    const int64_t t1 = std::min(t0 + kTile, end);
+    const int64_t n = std::min(kTile, end - t0);
     for (int64_t j = 0; j < static_cast<int64_t>(chunks.size()); ++j) {
       const int64_t c0 = j * 16;
       k.m = C - c0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (C - c0)) - 1);
       k.a = _mm512_maskz_loadu_ps(k.m, coef.a.data() + c0);
       k.b = _mm512_maskz_loadu_ps(k.m, coef.b.data() + c0);
       k.slope = k.prelu ? _mm512_maskz_loadu_ps(k.m, coef.slope.data() + c0) : _mm512_setzero_ps();
-      for (size_t o = 0; o < outs.size(); ++o) {
-        chunk_outs[o] = outs[o];
-        chunk_outs[o].at += static_cast<uintptr_t>(c0 * elem_bytes(outs[o].type));
-      }
-      const std::vector<Segment>& segments = chunks[j].segments;
-      if (segments.size() == 1 && outs.size() <= kMaxFastOuts) {
-        std::array<OutLanes, kMaxFastOuts> at{};  // by value: no store can alias it
-        std::copy(chunk_outs.begin(), chunk_outs.end(), at.begin());
-        chunk_one_piece(k, args.pieces[segments[0].piece], segments[0],
-                        residual ? *residual : AffineInput{}, c0, C, at, outs.size(), t0, t1);
-        continue;
-      }
-      for (int64_t px = t0; px < t1; ++px) {
-        __m512 x = _mm512_setzero_ps();
-        for (const Segment& sg : segments) {
-          const AffineInput& piece = args.pieces[sg.piece];
-          x = _mm512_mask_mov_ps(x, sg.mask,
-                                 load16(piece, px * piece.channels + sg.offset, sg.mask));
+      const std::vector<Segment>& segments = chunks[static_cast<size_t>(j)].segments;
+      for (size_t i = 0; i < segments.size(); ++i) {
+        const Segment& sg = segments[i];
+        const AffineInput& p = args.pieces[sg.piece];
+        const Lanes in = lanes(p.data, p.channels, p.scale);
+        if (i + 1 < segments.size()) {  // gather only
+          if (i == 0) {
+            for_type<GatherPass<true, false, false, ElemType::kF32>>(p.type, in, sg.offset, sg.mask,
+                                                                     residual, c0, k, t0, n, x);
+          } else {
+            for_type<GatherPass<false, false, false, ElemType::kF32>>(
+                p.type, in, sg.offset, sg.mask, residual, c0, k, t0, n, x);
+          }
+        } else if (i == 0) {
+          gather_last<true>(p.type, args.residual, in, sg.offset, sg.mask, residual, c0, k, t0, n,
+                            x);
+        } else {
+          gather_last<false>(p.type, args.residual, in, sg.offset, sg.mask, residual, c0, k, t0, n,
+                             x);
         }
-        __m512 r;
-        if (residual) r = load16(*residual, px * C + c0, k.m);
-        const __m512 y = tail_math(k, x, residual ? &r : nullptr);
-        for (const OutLanes& o : chunk_outs) store16(o, px, C, k.m, y);
       }
+      for (size_t o = 0; o < outs.size(); ++o)
+        for_type<StorePass>(args.outs[o].type, outs[o], c0, k.m, t0, n, x);
     }
   }
 }
+
+#undef SEGSLIM_AVX512
 
 }  // namespace
 
