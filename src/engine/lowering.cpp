@@ -201,9 +201,11 @@ class Lowering {
         out.dims[3] != sv.dims[3] * kw)
       return false;
     const int64_t C = sv.dims[1], O = out.dims[1];
-    // int8: s8 / u8 codes, the sums exact in float (|sum| <= C * 128 * 128 < 2^24)
+    // int8: s8 / u8 codes, the sums exact in float: |sum| <= C * 128 * 128 (s8) or C * 255 *
+    // 128 (u8) < 2^24 (tile_deconv_int8_exact)
     const bool int8_in = sv.type == dt::s8 || sv.type == dt::u8;
-    if (s.int8 ? !int8_in || C >= 1024 : sv.type != dt::f32) return false;
+    if (s.int8 ? !int8_in || !tile_deconv_int8_exact(C, elem_type(sv.type)) : sv.type != dt::f32)
+      return false;
     const int src = ensure(s.in[0], memory::desc(mdims(sv.dims), sv.type, tag::acdb));
     set_md(s.out, memory::desc(mdims(out.dims), dt::f32, tag::abcd));
     // the weights as the kernel reads them, and the per-channel scale and bias: made once

@@ -175,8 +175,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void paint_row_v
 }
 
 bool vnni_path(const TileDeconvArgs& g) {
-  return g.pattern8 && g.pattern8_sums && g.src_type != ElemType::kF32 && use_avx512() &&
-         __builtin_cpu_supports("avx512vnni");
+  return g.pattern8 && g.pattern8_sums && g.src_type != ElemType::kF32 &&
+         tile_deconv_vnni_supported();
 }
 
 // tile_deconv_to_nchw's int8 path (vnni_path).
@@ -205,6 +205,13 @@ void tile_deconv_vnni(const TileDeconvArgs& g) {
 }
 
 }  // namespace
+
+bool tile_deconv_int8_exact(int64_t c, ElemType type) {
+  const int64_t largest = type == ElemType::kU8 ? 255 : 128;
+  return c * largest * 128 < (int64_t{1} << 24);
+}
+
+bool tile_deconv_vnni_supported() { return use_avx512() && __builtin_cpu_supports("avx512vnni"); }
 
 TileDeconvInt8Weights tile_deconv_int8_weights(const float* weights, int64_t c, int64_t o,
                                                int64_t kh, int64_t kw) {

@@ -11,7 +11,7 @@
 // per input channel per output value.)
 //
 // int8 input (s8 or u8 codes, weights as their int8 codes): the sum is exact in float while
-// |sum| < 2^24 (the caller keeps channels below 1024), then scaled as oneDNN's int8 kernels do
+// |sum| < 2^24 (tile_deconv_int8_exact: the caller checks), then scaled as oneDNN's int8 kernels do
 // (scale_o = input scale x weight scale, the bias in real units). With the weights also as
 // int8 (tile_deconv_int8_weights) and AVX-512 VNNI, the sums are vpdpbusd's (4 channels a
 // multiply, exact int32; s8 codes flipped to u8 + 128 and 128 x the weights' sum subtracted):
@@ -56,6 +56,14 @@ TileDeconvInt8Weights tile_deconv_int8_weights(const float* weights, int64_t c, 
 // l % kw], so that 16 consecutive output columns take one vector per input channel.
 std::vector<float> tile_deconv_pattern(const float* weights, int64_t c, int64_t o, int64_t kh,
                                        int64_t kw);
+
+// Whether an int8 input of c channels of this type (s8 or u8) sums exactly in float:
+// c x (the largest code's magnitude, 128 or 255) x 128 < 2^24.
+bool tile_deconv_int8_exact(int64_t c, ElemType type);
+
+// Whether int8 inputs with int8 weights take the VNNI path here (AVX-512 VNNI, and
+// SEGSLIM_NO_AVX512 not set).
+bool tile_deconv_vnni_supported();
 
 // Threads: ATen's.
 void tile_deconv_to_nchw(const TileDeconvArgs& args);

@@ -3,6 +3,8 @@
 // (plain-layout bilinear output, int8 average pooling) against ATen, and per-step profiling.
 #include <gtest/gtest.h>
 
+#include <iostream>
+
 #include "common/error.h"
 #include "engine/attention_blend.h"
 #include "engine/bilinear_resize.h"
@@ -608,6 +610,13 @@ TEST(EngineOps, TileDeconvKernelMatchesAten) {
   struct Case {
     int64_t n, c, h, w, o, kh, kw;
   };
+  // the int8-weights check below compares the VNNI path with the float one only where it runs
+  if (!engine::tile_deconv_vnni_supported())
+    std::cout << "[ NOTE     ] no AVX-512 VNNI: the int8 tile_deconv runs its float path only\n";
+  EXPECT_TRUE(engine::tile_deconv_int8_exact(1023, engine::ElemType::kS8));
+  EXPECT_FALSE(engine::tile_deconv_int8_exact(1024, engine::ElemType::kS8));
+  EXPECT_TRUE(engine::tile_deconv_int8_exact(514, engine::ElemType::kU8));  // 514 x 255 x 128
+  EXPECT_FALSE(engine::tile_deconv_int8_exact(515, engine::ElemType::kU8));
   for (const bool avx512 : {true, false}) {
     if (!avx512) setenv("SEGSLIM_NO_AVX512", "1", 1);
     for (const Case& k : std::vector<Case>{{2, 12, 5, 40, 11, 2, 2},
@@ -626,7 +635,7 @@ TEST(EngineOps, TileDeconvKernelMatchesAten) {
         } else {
           const bool u8 = type == engine::ElemType::kU8;
           x = at::randint(u8 ? 0 : -128, u8 ? 256 : 128, {k.n, k.c, k.h, k.w}).to(at::kFloat);
-          w = at::randint(-127, 128, {k.c, k.o, k.kh, k.kw}).to(at::kFloat);
+          w = at::randint(-128, 128, {k.c, k.o, k.kh, k.kw}).to(at::kFloat);
           src = x.permute({0, 2, 3, 1}).contiguous().to(u8 ? at::kByte : at::kChar);
         }
         const at::Tensor scale = int8 ? at::rand({k.o}) * 1e-3 + 1e-4 : at::ones({k.o});
