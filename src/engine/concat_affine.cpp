@@ -139,12 +139,13 @@ __attribute__((target_clones("avx2", "default"))) void run_pixels_plain(
 // The AVX-512 path holds 16 channels of a pixel in a register. It takes a tile of up to kTile
 // pixels one 16-channel chunk of the concatenation at a time, so that the chunk's masks and
 // coefficients stay put while the pixels go by, in passes over a buffer of kTile registers in
-// L1: the chunk's values gathered from its pieces, the tail's math, then each output's stores.
-// Each pass is a loop compiled for one element type. (One loop doing it all, branching on the
-// pieces', residual's and outputs' types at every pixel, cost more than its arithmetic: the
-// fused ESPNet-CamVid level-2 block, whose tail this is, ran 0.34 ms against 0.295 with the
-// passes, 2 threads.) A chunk takes its channels from one or more pieces (ESPNet's are 25 or
-// 28 wide): each such run is one masked load into its lanes.
+// L1: the chunk's values gathered from its pieces (the last piece's pass also doing the
+// residual and the tail's math), then each output's stores. Each pass is a loop compiled for
+// one element type. (One loop doing it all, branching on the pieces', residual's and outputs'
+// types at every pixel, cost more than its arithmetic: `segslim bench --vs` of ESPNet-CamVid's
+// FP32 and INT8 models went from 2.70x to 2.92x with the passes, its blocks' tails being
+// these.) A chunk takes its channels from one or more pieces (ESPNet's are 25 or 28 wide): each
+// such run is one masked load into its lanes.
 #define SEGSLIM_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
 constexpr int64_t kTile = 32;  // pixels: all their channels stay in L1 between chunks
 
@@ -302,6 +303,16 @@ SEGSLIM_AVX512 void for_type(ElemType type, Args&&... args) {
   }
 }
 
+// The last segment's pass with the residual: the residual's type R fixed here, the piece's
+// chosen at run time.
+template <bool kFirst>
+struct LastWithResidual {
+  template <ElemType R, typename... Args>
+  SEGSLIM_AVX512 static void run(ElemType piece, Args&&... args) {
+    for_type<GatherPass<kFirst, true, true, R>>(piece, args...);
+  }
+};
+
 // The last segment's pass: its piece's and the residual's types chosen at run time.
 template <bool kFirst>
 SEGSLIM_AVX512 void gather_last(ElemType piece, const AffineInput& residual, const Lanes in,
@@ -311,20 +322,7 @@ SEGSLIM_AVX512 void gather_last(ElemType piece, const AffineInput& residual, con
   if (!residual.data)
     return for_type<GatherPass<kFirst, true, false, ElemType::kF32>>(piece, in, at, m, res, c0, k,
                                                                      t0, n, x);
-  switch (residual.type) {
-    case ElemType::kF32:
-      return for_type<GatherPass<kFirst, true, true, ElemType::kF32>>(piece, in, at, m, res, c0, k,
-                                                                      t0, n, x);
-    case ElemType::kF16:
-      return for_type<GatherPass<kFirst, true, true, ElemType::kF16>>(piece, in, at, m, res, c0, k,
-                                                                      t0, n, x);
-    case ElemType::kS8:
-      return for_type<GatherPass<kFirst, true, true, ElemType::kS8>>(piece, in, at, m, res, c0, k,
-                                                                     t0, n, x);
-    case ElemType::kU8:
-      return for_type<GatherPass<kFirst, true, true, ElemType::kU8>>(piece, in, at, m, res, c0, k,
-                                                                     t0, n, x);
-  }
+  for_type<LastWithResidual<kFirst>>(residual.type, piece, in, at, m, res, c0, k, t0, n, x);
 }
 
 SEGSLIM_AVX512 void run_pixels_avx512(const ConcatAffineArgs& args,

@@ -216,7 +216,8 @@ class Lowering {
     auto k = std::make_shared<Weights>();
     const at::Tensor w = s.w.to(at::kFloat).contiguous();
     k->pattern = tile_deconv_pattern(w.data_ptr<float>(), C, O, kh, kw);
-    if (s.int8) k->int8 = tile_deconv_int8_weights(w.data_ptr<float>(), C, O, kh, kw);
+    if (s.int8)
+      k->int8 = tile_deconv_int8_weights(w.data_ptr<float>(), C, O, kh, kw, elem_type(sv.type));
     k->scale = s.int8 ? s.alpha : std::vector<float>(O, 1.f);
     k->bias = s.int8 ? s.beta : s.b.defined() ? to_floats(s.b) : std::vector<float>(O, 0.f);
     TileDeconvArgs a;
@@ -231,7 +232,7 @@ class Lowering {
     a.pattern = k->pattern.data();
     if (s.int8) {
       a.pattern8 = k->int8.pattern.data();
-      a.pattern8_sums = k->int8.sums.data();
+      a.pattern8_start = k->int8.start.data();
     }
     a.scale = k->scale.data();
     a.bias = k->bias.data();

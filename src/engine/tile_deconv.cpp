@@ -175,7 +175,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void paint_row_v
 }
 
 bool vnni_path(const TileDeconvArgs& g) {
-  return g.pattern8 && g.pattern8_sums && g.src_type != ElemType::kF32 &&
+  return g.pattern8 && g.pattern8_start && g.src_type != ElemType::kF32 &&
          tile_deconv_vnni_supported();
 }
 
@@ -184,9 +184,6 @@ void tile_deconv_vnni(const TileDeconvArgs& g) {
   const int64_t oh = g.h * g.kh, ow = g.w * g.kw, groups = (g.c + 3) / 4;
   const int64_t padded = (ow + L - 1) / L * L;
   const bool s8 = g.src_type == ElemType::kS8;
-  // per output row and lane: the accumulators' start, minus 128 x the weights' sum for s8
-  std::vector<int32_t> start(static_cast<size_t>(g.o * g.kh * L));
-  for (size_t k = 0; k < start.size(); ++k) start[k] = s8 ? -128 * g.pattern8_sums[k] : 0;
   at::parallel_for(0, g.n * g.h, 1, [&](int64_t first, int64_t last) {
     std::vector<uint32_t> expanded(static_cast<size_t>(groups * padded));
     for (int64_t r = first; r < last; ++r) {
@@ -196,8 +193,8 @@ void tile_deconv_vnni(const TileDeconvArgs& g) {
       for (int64_t oc = 0; oc < g.o; ++oc)
         for (int64_t i = 0; i < g.kh; ++i) {
           const int64_t row = oc * g.kh + i;
-          paint_row_vnni(expanded.data(), g.pattern8 + row * groups * L * 4, start.data() + row * L,
-                         groups, padded, ow, g.scale[oc], g.bias[oc],
+          paint_row_vnni(expanded.data(), g.pattern8 + row * groups * L * 4,
+                         g.pattern8_start + row * L, groups, padded, ow, g.scale[oc], g.bias[oc],
                          g.out + ((n * g.o + oc) * oh + h * g.kh + i) * ow);
         }
     }
@@ -214,13 +211,14 @@ bool tile_deconv_int8_exact(int64_t c, ElemType type) {
 bool tile_deconv_vnni_supported() { return use_avx512() && __builtin_cpu_supports("avx512vnni"); }
 
 TileDeconvInt8Weights tile_deconv_int8_weights(const float* weights, int64_t c, int64_t o,
-                                               int64_t kh, int64_t kw) {
+                                               int64_t kh, int64_t kw, ElemType src_type) {
   SEGSLIM_CHECK(kw > 0 && L % kw == 0, "tile_deconv_int8_weights: kernel width ", kw,
                 " does not divide ", L);
   const int64_t groups = (c + 3) / 4;
   TileDeconvInt8Weights r;
   r.pattern.assign(static_cast<size_t>(o * kh * groups * L * 4), 0);
-  r.sums.assign(static_cast<size_t>(o * kh * L), 0);
+  r.start.assign(static_cast<size_t>(o * kh * L), 0);
+  const int32_t shift = src_type == ElemType::kS8 ? 128 : 0;  // s8 codes read as u8 + 128
   for (int64_t oc = 0; oc < o; ++oc)
     for (int64_t i = 0; i < kh; ++i)
       for (int64_t ch = 0; ch < c; ++ch)
@@ -231,7 +229,7 @@ TileDeconvInt8Weights tile_deconv_int8_weights(const float* weights, int64_t c, 
           const int64_t row = oc * kh + i;
           r.pattern[static_cast<size_t>(((row * groups + ch / 4) * L + l) * 4 + ch % 4)] =
               static_cast<int8_t>(v);
-          r.sums[static_cast<size_t>(row * L + l)] += static_cast<int32_t>(v);
+          r.start[static_cast<size_t>(row * L + l)] -= shift * static_cast<int32_t>(v);
         }
   return r;
 }

@@ -6,17 +6,17 @@
 // the model's output is wanted NCHW: oneDNN 2.6's deconvolution writes channels-last, and the
 // reorder after it took as long as the deconvolution (0.66 + 0.68 ms at 2 threads in
 // `segslim bench --profile`). This kernel reads the channels-last input and writes the NCHW
-// output rows directly: 0.9 ms for both. (Not bound by writing the 8.3 MB output, as once
-// thought: a plain fill of it takes 0.05 ms with the output in cache; by its multiplies, one
-// per input channel per output value.)
+// output rows directly: 0.9 ms for both, in float mostly its multiplies, one per input channel
+// per output value.
 //
 // int8 input (s8 or u8 codes, weights as their int8 codes): the sum is exact in float while
-// |sum| < 2^24 (tile_deconv_int8_exact: the caller checks), then scaled as oneDNN's int8 kernels do
-// (scale_o = input scale x weight scale, the bias in real units). With the weights also as
-// int8 (tile_deconv_int8_weights) and AVX-512 VNNI, the sums are vpdpbusd's (4 channels a
-// multiply, exact int32; s8 codes flipped to u8 + 128 and 128 x the weights' sum subtracted):
-// the same numbers at a quarter of the multiplies (ESPNet's classifier, 12 channels to
-// 12 x 360 x 480, 2 threads, output in cache: 0.53-0.62 ms -> 0.24 ms).
+// |sum| < 2^24 (tile_deconv_int8_exact: the caller checks), then scaled as oneDNN's int8
+// kernels do (scale_o = input scale x weight scale, the bias in real units). With the weights
+// also as int8 (tile_deconv_int8_weights) and AVX-512 VNNI, the sums are vpdpbusd's (4 channels
+// a multiply, exact int32; s8 codes flipped to u8 + 128 and 128 x the weights' sum subtracted):
+// the same numbers at a quarter of the multiplies (`segslim bench --vs` of ESPNet-CamVid's FP32
+// and INT8 models: 2.92x -> 3.05x). What remains of the step is mostly writing the 8.3 MB
+// output, which is not in cache by then.
 #include <cstdint>
 #include <vector>
 
@@ -36,20 +36,22 @@ struct TileDeconvArgs {
   const float* pattern = nullptr;
   const float* scale = nullptr;
   const float* bias = nullptr;
-  // int8 input: the weights as tile_deconv_int8_weights() lays them out (null: the float path)
+  // int8 input: the weights as tile_deconv_int8_weights() makes them for src_type (null: the
+  // float path)
   const int8_t* pattern8 = nullptr;
-  const int32_t* pattern8_sums = nullptr;
+  const int32_t* pattern8_start = nullptr;
 };
 
 // The int8 weights' layout for the VNNI path: per output row [O][kh], per group of 4 input
 // channels, 16 lanes of 4 bytes, lane l holding w[4g..4g+3, o, i, l % kw] (zero past C); and per
-// output row and lane the weights' sum (for the s8 inputs' + 128).
+// output row and lane the accumulator's start: minus 128 x the weights' sum for an s8 input
+// (its codes are read as u8 + 128), 0 for u8.
 struct TileDeconvInt8Weights {
   std::vector<int8_t> pattern;
-  std::vector<int32_t> sums;  // [O][kh][kTileDeconvLanes]
+  std::vector<int32_t> start;  // [O][kh][kTileDeconvLanes]
 };
 TileDeconvInt8Weights tile_deconv_int8_weights(const float* weights, int64_t c, int64_t o,
-                                               int64_t kh, int64_t kw);
+                                               int64_t kh, int64_t kw, ElemType src_type);
 
 // The weights [C, O, kh, kw] (ONNX ConvTranspose layout, as float: int8 codes for an int8
 // input) laid out per output row: [O][kh][C][kTileDeconvLanes], lane l holding w[c, o, i,

@@ -670,9 +670,9 @@ TEST(EngineOps, TileDeconvKernelMatchesAten) {
         // the int8 weights' path (vpdpbusd where the CPU has VNNI): the same exact sums, so the
         // same floats to the bit
         const engine::TileDeconvInt8Weights w8 =
-            engine::tile_deconv_int8_weights(w.data_ptr<float>(), k.c, k.o, k.kh, k.kw);
+            engine::tile_deconv_int8_weights(w.data_ptr<float>(), k.c, k.o, k.kh, k.kw, type);
         a.pattern8 = w8.pattern.data();
-        a.pattern8_sums = w8.sums.data();
+        a.pattern8_start = w8.start.data();
         at::Tensor got8 = at::full_like(want, 7);
         a.out = got8.data_ptr<float>();
         engine::tile_deconv_to_nchw(a);
